@@ -1,0 +1,221 @@
+"""``Executor``: a ``concurrent.futures.Executor`` whose ``backend`` picks where work runs."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+from concurrent.futures import Executor as _BaseExecutor
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
+
+from executorlib.resources import merge_resources
+from executorlib.scheduler import Scheduler, resolve_from_store
+from executorlib.store import TaskStore
+from executorlib.task import Task, compute_key, function_name, replace_futures
+
+__all__ = ["Executor", "BACKENDS"]
+
+#: backend name -> (spawner module, class, is a submission backend)
+BACKENDS: dict[str, tuple[str, str, bool]] = {
+    "local": ("executorlib.spawners.local", "LocalSpawner", False),
+    "slurm_submission": ("executorlib.spawners.slurm", "SlurmSpawner", True),
+    "flux_submission": ("executorlib.spawners.flux", "FluxSpawner", True),
+}
+
+
+def _future_key(future: Future) -> str:
+    key = getattr(future, "_executorlib_key", None)
+    if key is None:
+        raise TypeError(
+            "a Future passed as an argument must come from an executorlib Executor (its result is "
+            "looked up in the cache by key); call .result() on other Futures before submitting"
+        )
+    return key
+
+
+class Executor(_BaseExecutor):
+    """Run Python functions locally or as jobs of an HPC scheduler, with the Future API.
+
+    Args:
+        max_workers: local backend only: at most this many tasks run at once (default: CPU count).
+        backend: ``"local"``, ``"slurm_submission"`` or ``"flux_submission"``.
+        cache_directory: where tasks and results are stored. Required for the submission backends;
+            on the local backend ``None`` means a temporary cache removed at shutdown.
+        max_cores: local backend only: at most this many cores are in use at once.
+        resource_dict: default resources of every task; ``submit(..., resource_dict=...)`` wins key
+            by key. See :data:`executorlib.resources.RESOURCE_KEYS`.
+        pysqa_config_directory: a pysqa configuration directory (queue.yaml and templates) to use
+            instead of pysqa's built-in SLURM/flux support.
+        block_allocation, init_function: not available in the HPC submission mode (each task is
+            its own job); not provided by this release's local backend either.
+        disable_dependencies: make Future arguments an error instead of dependencies.
+        refresh_rate: seconds between two polls of the scheduler while things change; the interval
+            backs off while nothing changes.
+        plot_dependency_graph: record the submitted tasks and draw their dependency graph at
+            shutdown instead of running them.
+        plot_dependency_graph_filename: where to draw it (default: inline in Jupyter, else
+            ``dependency_graph.png``).
+    """
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        backend: str = "local",
+        cache_directory: Optional[str | os.PathLike] = None,
+        max_cores: Optional[int] = None,
+        resource_dict: Optional[dict] = None,
+        pysqa_config_directory: Optional[str | os.PathLike] = None,
+        block_allocation: bool = False,
+        init_function: Optional[Callable] = None,
+        disable_dependencies: bool = False,
+        refresh_rate: float = 0.01,
+        plot_dependency_graph: bool = False,
+        plot_dependency_graph_filename: Optional[str] = None,
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r} is not known. Valid backends are: {', '.join(map(repr, BACKENDS))}")
+        module_name, class_name, submission = BACKENDS[backend]
+        self._check_arguments(backend, submission, max_workers, max_cores, cache_directory,
+                              block_allocation, init_function, refresh_rate, pysqa_config_directory)
+        self._backend = backend
+        self._default_resources = dict(resource_dict or {})
+        merge_resources(self._default_resources, None)  # validate now, not at the first submit
+        self._disable_dependencies = disable_dependencies
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+        self._graph = None
+        if plot_dependency_graph:
+            from executorlib.graph import DependencyGraph
+
+            self._graph = DependencyGraph(filename=plot_dependency_graph_filename)
+
+        self._temporary_cache: Optional[str] = None
+        if cache_directory is None:
+            self._temporary_cache = tempfile.mkdtemp(prefix="executorlib-")
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._temporary_cache, True)
+            cache_directory = self._temporary_cache
+        self._store = TaskStore(cache_directory)
+
+        options: dict[str, Any] = {}
+        if submission:
+            options["pysqa_config_directory"] = pysqa_config_directory
+        else:
+            options.update(max_workers=max_workers, max_cores=max_cores)
+        spawner_class = getattr(importlib.import_module(module_name), class_name)
+        self._spawner = spawner_class(**options)
+        self._scheduler = Scheduler(self._store, self._spawner, refresh_rate=refresh_rate)
+
+    @staticmethod
+    def _check_arguments(backend, submission, max_workers, max_cores, cache_directory,
+                         block_allocation, init_function, refresh_rate, pysqa_config_directory) -> None:
+        if submission:
+            for name, value in (("max_workers", max_workers), ("max_cores", max_cores)):
+                if value is not None:
+                    raise ValueError(
+                        f"{name} is not available with backend={backend!r}: in the HPC submission "
+                        "mode every task is its own job and the job scheduler decides how many run"
+                    )
+            if block_allocation or init_function is not None:
+                raise ValueError(
+                    f"block_allocation and init_function are not available with backend={backend!r}: "
+                    "in the HPC submission mode every task is its own job, so no worker persists "
+                    "between tasks. Use backend='local' or drop these arguments."
+                )
+            if cache_directory is None:
+                raise ValueError(
+                    f"backend={backend!r} needs a cache_directory on a file system that the compute "
+                    "nodes share, e.g. Executor(backend=..., cache_directory='./cache')"
+                )
+        else:
+            if pysqa_config_directory is not None:
+                raise ValueError("pysqa_config_directory is only used by the submission backends")
+            if block_allocation or init_function is not None:
+                raise NotImplementedError(
+                    "block_allocation and init_function are not provided by this release of "
+                    "executorlib; every task starts a fresh Python process"
+                )
+            for name, value in (("max_workers", max_workers), ("max_cores", max_cores)):
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                    raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
+        if not isinstance(refresh_rate, (int, float)) or refresh_rate <= 0:
+            raise ValueError(f"refresh_rate must be a positive number of seconds, got {refresh_rate!r}")
+
+    # -- the concurrent.futures API ----------------------------------------------------------------
+    def submit(self, fn: Callable, /, *args: Any, resource_dict: Optional[dict] = None, **kwargs: Any) -> Future:
+        """Schedule ``fn(*args, **kwargs)`` and return a Future.
+
+        Future arguments (also inside lists, tuples, sets and dicts) become dependencies. A call
+        whose result is already in the cache resolves at once without running again.
+        """
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
+        resources = merge_resources(self._default_resources, resource_dict)
+        self._spawner.check_resources(resources)
+        parents: dict[str, Future] = {}
+        args = replace_futures(args, _future_key, parents)
+        kwargs = replace_futures(kwargs, _future_key, parents)
+        if parents and self._disable_dependencies:
+            raise ValueError(
+                "a Future was passed as an argument, but this Executor was created with "
+                "disable_dependencies=True; pass f.result() instead or enable dependencies"
+            )
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future: Future = Future()
+            fn_name = function_name(fn)
+            try:
+                key = compute_key(fn, args, kwargs, name=fn_name)
+            except Exception as error:  # noqa: BLE001 - e.g. an argument that cannot be pickled
+                future._executorlib_key = f"{fn_name}_unpicklable"  # type: ignore[attr-defined]
+                future.set_exception(TypeError(f"cannot pickle the call {fn_name}(...): {error}"))
+                return future
+            future._executorlib_key = key  # type: ignore[attr-defined]
+            if self._graph is not None:
+                self._graph.add(key, fn_name, args, kwargs, parents)
+                return future
+            if self._store.has_result(key):
+                resolve_from_store(self._store, key, future)
+                return future
+            try:
+                self._store.write_task(key, fn_name, fn, args, kwargs, resources, list(parents))
+            except Exception as error:  # noqa: BLE001 - pickling or disk errors fail this call only
+                future.set_exception(error)
+                return future
+            self._scheduler.add(Task(key, fn_name, fn, args, kwargs, resources, future, parents))
+            return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting tasks. ``wait`` blocks until every Future is done;
+        ``cancel_futures`` cancels the unfinished tasks and their jobs. ``wait=False`` without
+        cancelling leaves submitted jobs running, so a later process can reattach to the cache."""
+        with self._lock:
+            already = self._shutdown
+            self._shutdown = True
+        if not already:
+            self._scheduler.shutdown(wait=wait, cancel_futures=cancel_futures)
+        elif wait:
+            self._scheduler.shutdown(wait=True, cancel_futures=cancel_futures)
+        if self._graph is not None and not already:
+            self._graph.draw()
+        if wait and self._temporary_cache is not None:
+            self._cleanup()
+
+    # -- conveniences --------------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @property
+    def cache_directory(self) -> str:
+        return str(self._store.directory)
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._shutdown else "running"
+        return (f"<executorlib.Executor backend={self._backend!r} cache={self.cache_directory!r} "
+                f"{state}, {self._scheduler.pending} unfinished task(s)>")

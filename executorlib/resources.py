@@ -1,0 +1,144 @@
+"""The resource dictionary: the one list of valid keys, their defaults, merging and validation.
+
+Every backend reads the same keys, so a script moves from the laptop to the cluster by changing
+``backend`` only. Keys that only a job scheduler understands (``partition``, ``account``, ...) are
+accepted everywhere and ignored by the local backend, as documented in ``docs/resources.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, Callable, Optional
+
+__all__ = ["RESOURCE_KEYS", "ResourceKey", "merge_resources", "validate_resources"]
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _non_negative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and value > 0
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _string(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _string_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _memory(value: Any) -> bool:
+    return _positive_number(value) or (isinstance(value, str) and value.strip() != "")
+
+
+@dataclass(frozen=True)
+class ResourceKey:
+    """One valid key of ``resource_dict``: its default, its check and what it means."""
+
+    name: str
+    default: Any
+    check: Callable[[Any], bool]
+    allowed: str
+    help: str
+
+
+RESOURCE_KEYS: dict[str, ResourceKey] = {
+    k.name: k
+    for k in [
+        ResourceKey("cores", 1, _positive_int, "an int >= 1",
+                    "MPI ranks for the function; cores > 1 runs it under MPI and returns a list with one result per rank"),
+        ResourceKey("threads_per_core", 1, _positive_int, "an int >= 1",
+                    "threads per rank: --cpus-per-task on SLURM, cores per slot on flux, OMP_NUM_THREADS everywhere"),
+        ResourceKey("gpus_per_core", 0, _non_negative_int, "an int >= 0",
+                    "GPUs per rank: --gpus-per-task on SLURM, -g on flux; ignored by the local backend"),
+        ResourceKey("cwd", None, _optional(_string), "None or a directory path",
+                    "working directory of the function; default: the task's folder in the cache"),
+        ResourceKey("run_time_max", None, _optional(_positive_int), "None or an int >= 1 (seconds)",
+                    "wall-time limit in seconds (--time on SLURM, rounded up to whole minutes); the local backend kills the task"),
+        ResourceKey("memory_max", None, _optional(_memory), "None, a number of GB, or a SLURM memory string like '500M'",
+                    "memory limit of the job in GB (--mem on SLURM); ignored by the local backend"),
+        ResourceKey("partition", None, _optional(_string), "None or a partition name",
+                    "SLURM partition / flux queue; default: the cluster's default partition"),
+        ResourceKey("account", None, _optional(_string), "None or an account name", "SLURM --account / flux bank"),
+        ResourceKey("qos", None, _optional(_string), "None or a QOS name", "SLURM --qos"),
+        ResourceKey("exclusive", False, _bool, "True or False", "SLURM --exclusive / flux --exclusive: the node(s) for this job alone"),
+        ResourceKey("num_nodes", None, _optional(_positive_int), "None or an int >= 1", "number of nodes (--nodes / -N)"),
+        ResourceKey("job_name", None, _optional(_string), "None or a string",
+                    "name of the job in the queue; default: the function's name"),
+        ResourceKey("slurm_cmd_args", (), _string_list, "a list of strings",
+                    "extra arguments for srun when cores > 1, e.g. ['--mpi=pmi2']"),
+        ResourceKey("submission_template", None, _optional(_string), "None or a jinja2 template string",
+                    "job-script template replacing the built-in one; may use extra resource_dict keys"),
+        ResourceKey("openmpi_oversubscribe", False, _bool, "True or False",
+                    "pass --oversubscribe to an Open MPI mpiexec on the local backend"),
+    ]
+}
+
+
+def validate_resources(resources: dict, allow_extra: bool = False) -> None:
+    """Raise ValueError/TypeError naming the first bad key or value of ``resources``.
+
+    ``allow_extra`` admits keys outside :data:`RESOURCE_KEYS`; it is set when a user
+    ``submission_template`` is given, since such a template may consume keys of its own.
+    """
+    if not isinstance(resources, dict):
+        raise TypeError(f"resource_dict must be a dict, got {type(resources).__name__}")
+    for name, value in resources.items():
+        spec = RESOURCE_KEYS.get(name)
+        if spec is None:
+            if allow_extra:
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise ValueError(
+                        f"resource_dict key {name!r} cannot be used in a submission_template: "
+                        "keys must be valid Python identifiers"
+                    )
+                continue
+            raise ValueError(
+                f"resource_dict has an unknown key {name!r}. Valid keys are: "
+                f"{', '.join(sorted(RESOURCE_KEYS))}. "
+                "(Extra keys are allowed only together with a 'submission_template' that uses them.)"
+            )
+        if not spec.check(value):
+            raise ValueError(
+                f"resource_dict[{name!r}] = {value!r} is invalid: expected {spec.allowed}"
+            )
+
+
+def merge_resources(default: Optional[dict], override: Optional[dict]) -> dict:
+    """Return the full resource dictionary: built-in defaults < ``default`` < ``override``.
+
+    The dictionary given to ``submit`` wins key by key over the one given to the Executor.
+    Both are validated; the result holds every key of :data:`RESOURCE_KEYS`.
+    """
+    merged = {name: spec.default for name, spec in RESOURCE_KEYS.items()}
+    for part in (default or {}), (override or {}):
+        if not isinstance(part, dict):
+            raise TypeError(f"resource_dict must be a dict, got {type(part).__name__}")
+        merged.update(part)
+    validate_resources(merged, allow_extra=merged.get("submission_template") is not None)
+    merged["slurm_cmd_args"] = list(merged["slurm_cmd_args"])
+    return merged
+
+
+def user_keys(resources: dict) -> dict:
+    """The keys of ``resources`` that differ from the built-in defaults (for display)."""
+    return {
+        k: v
+        for k, v in resources.items()
+        if k not in RESOURCE_KEYS or RESOURCE_KEYS[k].default != v
+    }

@@ -1,0 +1,97 @@
+"""The seam between the generic scheduler loop and a job scheduler.
+
+A spawner starts one job per task, reports the states of many jobs in one call, and cancels jobs.
+It never touches Futures: only the scheduler loop resolves them.
+"""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["JobSpec", "JobStatus", "Spawner", "worker_command"]
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job as the scheduler reports it right now.
+
+    ``state`` is the scheduler's own word (PENDING, RUNNING, COMPLETED, TIMEOUT, ...), ``active``
+    is True while the job is queued or running, ``reason`` is why a queued job waits (SLURM's
+    ``%r``, e.g. ``DependencyNeverSatisfied``).
+    """
+
+    state: str
+    active: bool
+    running: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a spawner needs to start the job of one task."""
+
+    key: str
+    task_dir: Path
+    function_name: str
+    resources: dict
+    command: list[str] = field(default_factory=list)  # the worker, without an MPI launcher
+    log_path: Optional[Path] = None
+
+
+def worker_command(task_dir: Path, cores: int, python: str = sys.executable) -> list[str]:
+    """The command that runs one task; ``--mpi`` makes the worker gather one result per rank."""
+    command = [python, "-m", "executorlib.worker"]
+    if cores > 1:
+        command.append("--mpi")
+    return command + [str(task_dir)]
+
+
+class Spawner(ABC):
+    """Starts, watches and cancels the jobs of one Executor."""
+
+    #: the backend's name, as stored in the cache's job records
+    name: str = "base"
+    #: True: a task is submitted at once with its parents' job ids as dependencies (the job
+    #: scheduler holds it); False: the loop starts a task only after its parents are done.
+    submits_with_dependencies: bool = False
+    #: the longest pause between two status queries while nothing changes (seconds)
+    max_poll_interval: float = 1.0
+    #: how long a job may be gone from the queue before its missing result counts as a failure
+    result_grace_period: float = 1.0
+
+    def check_resources(self, resources: dict) -> None:
+        """Raise ValueError at submit time for resources this backend cannot honour."""
+
+    def has_capacity(self, resources: dict) -> bool:
+        """True when a task with ``resources`` may start now (the local backend's slots)."""
+        return True
+
+    @abstractmethod
+    def submit(self, job: JobSpec, dependencies: list[str]) -> str:
+        """Start ``job`` after the jobs ``dependencies`` succeeded; return its job id.
+
+        Raise :class:`executorlib.errors.SubmissionError` with the scheduler's message on failure.
+        """
+
+    @abstractmethod
+    def states(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        """The states of ``job_ids`` in one query; a job the scheduler no longer knows is absent."""
+
+    def final_state(self, job_id: str) -> Optional[str]:
+        """The final state of a job that left the queue, if the scheduler still remembers it."""
+        return None
+
+    @abstractmethod
+    def cancel(self, job_ids: list[str]) -> None:
+        """Cancel these jobs; ids that already ended are ignored."""
+
+    def close(self) -> None:
+        """Release what the spawner holds (called once at shutdown)."""
+
+    def describe(self, job_id: str) -> str:
+        """A human-readable name of the job for error messages."""
+        return f"{self.name} job {job_id}"

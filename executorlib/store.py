@@ -1,0 +1,337 @@
+"""The task store: one folder per task key in the cache directory.
+
+Layout of ``<cache_directory>/<key>/``::
+
+    task.h5     the call: pickled function, args, kwargs; resources; parent keys (written once)
+    job.json    who runs it: the claim of the submitting process, then the scheduler's job id
+    result.h5   the outcome: pickled result, or pickled error + remote traceback; run time
+    job.out     what the job printed (scheduler backends), job.sh the script it ran
+
+Every file is written to a temporary name and renamed into place, so a crash or a full disk never
+leaves a file that reads as a success, and a file is never rewritten in place. Lookups are by path,
+O(1) in the number of tasks. This module is imported by every job (``executorlib.worker``), so it
+imports h5py and cloudpickle and nothing else of the package that is heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import cloudpickle
+import h5py
+import numpy as np
+
+from executorlib.errors import CacheCorruptedError, CacheError, RemoteError
+
+__all__ = ["TaskStore", "FORMAT_VERSION", "Outcome"]
+
+FORMAT_VERSION = 1
+TASK_FILE = "task.h5"
+RESULT_FILE = "result.h5"
+JOB_FILE = "job.json"
+LOG_FILE = "job.out"
+
+
+class Outcome:
+    """What a finished task left: a value, or an exception with its remote traceback."""
+
+    __slots__ = ("ok", "value", "error", "traceback", "runtime", "finished")
+
+    def __init__(self, ok: bool, value: Any = None, error: Optional[BaseException] = None,
+                 traceback: str = "", runtime: float = 0.0, finished: float = 0.0):
+        self.ok, self.value, self.error = ok, value, error
+        self.traceback, self.runtime, self.finished = traceback, runtime, finished
+
+
+def _to_dataset(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def _from_dataset(dataset: Any) -> bytes:
+    return dataset[()].tobytes()
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, fill: Callable[[Path], None], exclusive: bool = False) -> bool:
+    """Write ``path`` through ``fill(tmp_path)`` and a rename; never leaves a partial file.
+
+    With ``exclusive`` an existing ``path`` is kept (``os.link`` fails atomically, also on NFS)
+    and False is returned.
+    """
+    tmp = _temporary_name(path)
+    try:
+        fill(tmp)
+        _fsync(tmp)
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        else:
+            os.replace(tmp, path)
+        return True
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _write_h5(path: Path, datasets: dict[str, bytes], attrs: dict[str, Any], exclusive: bool = False) -> bool:
+    def fill(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as f:
+            for name, data in datasets.items():
+                f.create_dataset(name, data=_to_dataset(data))
+            for name, value in attrs.items():
+                f.attrs[name] = value
+
+    return write_atomic(path, fill, exclusive=exclusive)
+
+
+def _write_json(path: Path, data: dict, exclusive: bool = False) -> bool:
+    def fill(tmp: Path) -> None:
+        tmp.write_text(json.dumps(data))
+
+    return write_atomic(path, fill, exclusive=exclusive)
+
+
+class TaskStore:
+    """Reads and writes the task folders of one cache directory."""
+
+    def __init__(self, directory: os.PathLike | str, create: bool = True):
+        self.directory = Path(directory).expanduser().absolute()
+        if create:
+            self._create()
+        elif not self.directory.is_dir():
+            raise CacheError(f"cache directory {self.directory} does not exist")
+        self._check_permissions()
+
+    def _create(self) -> None:
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CacheError(f"cache_directory {self.directory} exists and is not a directory")
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as err:
+            raise CacheError(f"cannot create cache_directory {self.directory}: {err}") from None
+
+    def _check_permissions(self) -> None:
+        mode = self.directory.stat().st_mode
+        if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+            warnings.warn(
+                f"cache directory {self.directory} is writable by other users; the cache holds "
+                "pickles, which run code when loaded. Restrict it with: chmod 700 "
+                f"{self.directory}",
+                stacklevel=4,
+            )
+
+    # -- paths -----------------------------------------------------------------------------------
+    def task_dir(self, key: str) -> Path:
+        return self.directory / key
+
+    def path(self, key: str, name: str) -> Path:
+        return self.directory / key / name
+
+    def log_path(self, key: str) -> Path:
+        return self.path(key, LOG_FILE)
+
+    def keys(self) -> list[str]:
+        """All task keys in the cache (walks the directory: for tools, never per submit)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.name for p in os.scandir(self.directory) if p.is_dir() and not p.name.startswith("."))
+
+    # -- task ------------------------------------------------------------------------------------
+    def write_task(self, key: str, fn_name: str, fn: Any, args: Any, kwargs: Any,
+                   resources: dict, parents: list[str]) -> bool:
+        """Store the call once; returns False when the task file already existed."""
+        task_path = self.path(key, TASK_FILE)
+        if task_path.exists():
+            return False
+        task_path.parent.mkdir(mode=0o700, exist_ok=True)
+        datasets = {
+            "function": cloudpickle.dumps(fn),
+            "args": cloudpickle.dumps(args),
+            "kwargs": cloudpickle.dumps(kwargs),
+        }
+        attrs = {
+            "format_version": FORMAT_VERSION,
+            "function_name": fn_name,
+            "created": time.time(),
+            "resources": json.dumps(resources, default=repr),
+            "parents": json.dumps(parents),
+            "client_cwd": os.getcwd(),
+        }
+        return _write_h5(task_path, datasets, attrs, exclusive=True)
+
+    def read_task(self, key: str) -> tuple[Any, Any, Any]:
+        """Load (function, args, kwargs) of a stored task."""
+        with self._open(self.path(key, TASK_FILE)) as f:
+            try:
+                return tuple(cloudpickle.loads(_from_dataset(f[n])) for n in ("function", "args", "kwargs"))
+            except KeyError as err:
+                raise self._corrupted(self.path(key, TASK_FILE), f"missing {err}") from None
+
+    def read_task_info(self, key: str) -> dict:
+        """The task's metadata (no unpickling): function name, created, resources, parents."""
+        path = self.path(key, TASK_FILE)
+        with self._open(path) as f:
+            try:
+                return {
+                    "function_name": str(f.attrs["function_name"]),
+                    "created": float(f.attrs["created"]),
+                    "resources": json.loads(f.attrs["resources"]),
+                    "parents": json.loads(f.attrs["parents"]),
+                    "format_version": int(f.attrs["format_version"]),
+                    "client_cwd": str(f.attrs.get("client_cwd", "")),
+                }
+            except KeyError as err:
+                raise self._corrupted(path, f"missing {err}") from None
+
+    def has_task(self, key: str) -> bool:
+        return self.path(key, TASK_FILE).exists()
+
+    # -- job -------------------------------------------------------------------------------------
+    def claim(self, key: str, backend: str) -> bool:
+        """Atomically take the right to submit ``key``; False when another process holds it."""
+        record = {"state": "claimed", "backend": backend, "host": socket.gethostname(),
+                  "pid": os.getpid(), "time": time.time()}
+        return _write_json(self.path(key, JOB_FILE), record, exclusive=True)
+
+    def release_stale_claim(self, key: str) -> bool:
+        """Remove a dead submitter's record so that this process may claim the task.
+
+        Renaming is atomic: of several processes that find the same stale record only one wins.
+        """
+        path = self.path(key, JOB_FILE)
+        try:
+            os.rename(path, _temporary_name(path))
+        except FileNotFoundError:
+            return False
+        for stale in path.parent.glob(f".{JOB_FILE}.*.tmp"):
+            try:
+                stale.unlink()
+            except FileNotFoundError:
+                pass
+        return True
+
+    def write_job(self, key: str, backend: str, job_id: str) -> None:
+        record = {"state": "submitted", "backend": backend, "job_id": str(job_id),
+                  "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+        _write_json(self.path(key, JOB_FILE), record)
+
+    def read_job(self, key: str) -> Optional[dict]:
+        try:
+            return json.loads(self.path(key, JOB_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError):
+            return None  # a torn record cannot exist (atomic writes); treat junk as absent
+
+    # -- result ----------------------------------------------------------------------------------
+    def has_result(self, key: str) -> bool:
+        return self.path(key, RESULT_FILE).exists()
+
+    def write_result(self, key: str, value: Any, runtime: float) -> None:
+        self._write_outcome(key, {"output": cloudpickle.dumps(value)}, {"runtime": runtime})
+
+    def write_error(self, key: str, error: BaseException, traceback_text: str, runtime: float) -> None:
+        try:
+            data = cloudpickle.dumps(error)
+            cloudpickle.loads(data)
+        except Exception:  # an exception that does not survive pickling: keep its type and text
+            data = cloudpickle.dumps(RemoteError(_qualified_name(type(error)), str(error)))
+        attrs = {"runtime": runtime, "error_type": _qualified_name(type(error)),
+                 "error_message": str(error)[:10_000], "traceback": traceback_text}
+        self._write_outcome(key, {"error": data}, attrs)
+
+    def _write_outcome(self, key: str, datasets: dict[str, bytes], attrs: dict) -> None:
+        attrs = {"format_version": FORMAT_VERSION, "finished": time.time(),
+                 "host": socket.gethostname(), **attrs}
+        self.task_dir(key).mkdir(mode=0o700, exist_ok=True)
+        _write_h5(self.path(key, RESULT_FILE), datasets, attrs)
+
+    def read_result(self, key: str) -> Outcome:
+        path = self.path(key, RESULT_FILE)
+        with self._open(path) as f:
+            attrs = dict(f.attrs)
+            try:
+                if "output" in f:
+                    return Outcome(True, value=cloudpickle.loads(_from_dataset(f["output"])),
+                                   runtime=float(attrs["runtime"]), finished=float(attrs["finished"]))
+                error = cloudpickle.loads(_from_dataset(f["error"]))
+            except KeyError as err:
+                raise self._corrupted(path, f"missing {err}") from None
+            return Outcome(False, error=error, traceback=str(attrs.get("traceback", "")),
+                           runtime=float(attrs.get("runtime", 0.0)),
+                           finished=float(attrs.get("finished", 0.0)))
+
+    def read_result_info(self, key: str) -> Optional[dict]:
+        """Metadata of the outcome without unpickling it, or None when there is none yet."""
+        path = self.path(key, RESULT_FILE)
+        if not path.exists():
+            return None
+        with self._open(path) as f:
+            attrs = dict(f.attrs)
+            return {
+                "ok": "output" in f,
+                "runtime": float(attrs.get("runtime", 0.0)),
+                "finished": float(attrs.get("finished", 0.0)),
+                "error_type": str(attrs.get("error_type", "")),
+                "error_message": str(attrs.get("error_message", "")),
+                "traceback": str(attrs.get("traceback", "")),
+            }
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _open(self, path: Path) -> h5py.File:
+        try:
+            f = h5py.File(path, "r")
+        except FileNotFoundError:
+            raise
+        except OSError as err:
+            if not path.exists():
+                raise FileNotFoundError(str(path)) from None
+            raise self._corrupted(path, str(err)) from None
+        try:
+            version = int(f.attrs.get("format_version", -1))
+        except Exception:
+            f.close()
+            raise self._corrupted(path, "no format version") from None
+        if version != FORMAT_VERSION:
+            f.close()
+            raise CacheCorruptedError(
+                f"cache file {path} has format version {version}, this executorlib reads version "
+                f"{FORMAT_VERSION}. Delete the task folder {path.parent} to recompute it."
+            )
+        return f
+
+    @staticmethod
+    def _corrupted(path: Path, detail: str) -> CacheCorruptedError:
+        return CacheCorruptedError(
+            f"cache file {path} is unreadable ({detail}); it was probably cut short by a crash or "
+            f"a full disk. Delete the task folder {path.parent} (or run 'python -m executorlib "
+            f"clean --key {path.parent.name} {path.parent.parent}') and submit again to recompute it."
+        )
+
+
+def _qualified_name(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"

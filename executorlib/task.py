@@ -1,0 +1,187 @@
+"""A call as data: its key, its Future arguments and its parents.
+
+The key rule (documented in ``docs/cache.md``)::
+
+    key = <function name> + "_" + sha256(pickle(function, args, kwargs))[:32]
+
+where every Future argument is replaced by a reference to its parent's key, so a chain of calls
+has stable keys too, and where functions and classes defined in ``__main__`` (a script or a
+notebook) are hashed by their code and values only: file names, line numbers, cell ids and kernel
+paths never reach the hash. Resources are not part of the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import sys
+import types
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import cloudpickle
+
+__all__ = ["FutureRef", "Task", "compute_key", "replace_futures"]
+
+KEY_HASH_CHARS = 32
+
+
+@dataclass(frozen=True)
+class FutureRef:
+    """Placeholder for a Future argument inside a stored task: the parent's key."""
+
+    key: str
+
+
+@dataclass(eq=False)
+class Task:
+    """One submitted call as the scheduler sees it."""
+
+    key: str
+    fn_name: str
+    fn: Callable
+    args: tuple
+    kwargs: dict
+    resources: dict
+    future: Future
+    parents: dict[str, Future] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        state = self.future._state.lower()  # PENDING, RUNNING, FINISHED, CANCELLED...
+        return f"<Task {self.key} {state}>"
+
+
+def function_name(fn: Callable) -> str:
+    """A file-name-safe name for ``fn`` (``<lambda>`` becomes ``lambda``)."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    name = re.sub(r"[^A-Za-z0-9_.-]", "", name) or "function"
+    return name[:64]
+
+
+def replace_futures(obj: Any, key_of: Callable[[Future], str], found: dict[str, Future]) -> Any:
+    """Return ``obj`` with each Future (also inside lists, tuples, sets and dicts) replaced by a
+    :class:`FutureRef`; the Futures found are added to ``found`` by key."""
+    if isinstance(obj, Future):
+        key = key_of(obj)
+        found[key] = obj
+        return FutureRef(key)
+    if type(obj) in (list, tuple, set, frozenset):
+        items = [replace_futures(o, key_of, found) for o in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        return type(obj)(items)
+    if type(obj) is dict:
+        items = {k: replace_futures(v, key_of, found) for k, v in obj.items()}
+        if all(items[k] is obj[k] for k in obj):
+            return obj
+        return items
+    return obj
+
+
+def fill_futures(obj: Any, value_of: Callable[[str], Any]) -> Any:
+    """Inverse of :func:`replace_futures`: put each parent's result in place of its FutureRef."""
+    if isinstance(obj, FutureRef):
+        return value_of(obj.key)
+    if type(obj) in (list, tuple, set, frozenset):
+        return type(obj)(fill_futures(o, value_of) for o in obj)
+    if type(obj) is dict:
+        return {k: fill_futures(v, value_of) for k, v in obj.items()}
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Stable hashing of calls
+
+
+def _stable_code(*fields: Any) -> None:  # pragma: no cover - never called, only named in pickles
+    """Marker named in key pickles in place of a code object (never unpickled)."""
+
+
+def _stable_class(*fields: Any) -> None:  # pragma: no cover - never called, only named in pickles
+    """Marker named in key pickles in place of a class defined in a script (never unpickled)."""
+
+
+def _stable_set(*fields: Any) -> None:  # pragma: no cover - never called, only named in pickles
+    """Marker named in key pickles in place of a set (never unpickled)."""
+
+
+def _is_importable(obj: Any) -> bool:
+    """True when ``obj`` can be found again by its module and qualified name (pickled by name)."""
+    module_name = getattr(obj, "__module__", None)
+    module = sys.modules.get(module_name) if module_name else None
+    if module is None or module_name == "__main__":
+        return False
+    target: Any = module
+    for part in getattr(obj, "__qualname__", "").split("."):
+        if part == "<locals>":
+            return False
+        target = getattr(target, part, None)
+    return target is obj
+
+
+class _KeyPickler(cloudpickle.CloudPickler):
+    """cloudpickle, minus everything that changes without the call changing.
+
+    Code objects are reduced to the fields that define behaviour (no file name, no line
+    numbers), classes defined in a script lose cloudpickle's per-process tracker id, and sets are
+    sorted so that string hash randomisation cannot reorder them.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.CodeType):
+            return _stable_code, (
+                obj.co_name,
+                getattr(obj, "co_qualname", obj.co_name),
+                obj.co_argcount,
+                obj.co_posonlyargcount,
+                obj.co_kwonlyargcount,
+                obj.co_flags,
+                obj.co_code,
+                obj.co_consts,
+                obj.co_names,
+                obj.co_varnames,
+                obj.co_freevars,
+                obj.co_cellvars,
+            )
+        if isinstance(obj, type) and not _is_importable(obj):
+            members = {
+                k: v
+                for k, v in vars(obj).items()
+                if k not in ("__dict__", "__weakref__", "__doc__")
+            }
+            return _stable_class, (obj.__qualname__, obj.__bases__, members)
+        if type(obj) in (set, frozenset):
+            return _stable_set, (type(obj).__name__, sorted(obj, key=_sort_key))
+        return super().reducer_override(obj)
+
+
+def _sort_key(item: Any) -> bytes:
+    buffer = io.BytesIO()
+    _KeyPickler(buffer, protocol=5).dump(item)
+    return buffer.getvalue()
+
+
+class _HashWriter:
+    """File-like sink that hashes instead of storing (no copy of large arguments)."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return len(data)
+
+
+def compute_key(fn: Callable, args: tuple, kwargs: dict, name: Optional[str] = None) -> str:
+    """The cache key of ``fn(*args, **kwargs)``; Futures must already be FutureRefs."""
+    sink = _HashWriter()
+
+    def hash_buffer(buffer: Any) -> bool:
+        sink.hash.update(buffer.raw())
+        return False  # keep the out-of-band buffer out of the stream, we hashed it already
+
+    pickler = _KeyPickler(sink, protocol=5, buffer_callback=hash_buffer)
+    pickler.dump((fn, args, sorted(kwargs.items())))
+    return f"{name or function_name(fn)}_{sink.hash.hexdigest()[:KEY_HASH_CHARS]}"
