@@ -437,13 +437,15 @@ class Scheduler:
 
     def _job_failure(self, entry: _Entry, job_id: str, state: Optional[str]) -> JobFailedError:
         final = self.spawner.final_state(job_id) or state or "UNKNOWN (no longer known to the scheduler)"
-        tail = log_tail(self.store.log_path(entry.task.key))
+        key = entry.task.key
+        log_path = self.spawner.log_file(self.store.task_dir(key), job_id) or self.store.log_path(key)
+        tail = log_tail(log_path)
         message = (
-            f"{self.spawner.describe(job_id)} for task {entry.task.key} ended in state {final} "
+            f"{self.spawner.describe(job_id)} for task {key} ended in state {final} "
             f"without writing a result."
         )
         if tail:
-            message += f"\nLast lines of {self.store.log_path(entry.task.key)}:\n{tail}"
+            message += f"\nLast lines of {log_path}:\n{tail}"
         return JobFailedError(message, job_id=job_id, state=final)
 
     # -- outcomes --------------------------------------------------------------------------------

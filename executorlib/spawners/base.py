@@ -92,6 +92,10 @@ class Spawner(ABC):
     def close(self) -> None:
         """Release what the spawner holds (called once at shutdown)."""
 
+    def log_file(self, task_dir: Path, job_id: Optional[str] = None) -> Optional[Path]:
+        """Where the job's output went, when the spawner chose it (else the store's job.out)."""
+        return None
+
     def describe(self, job_id: str) -> str:
         """A human-readable name of the job for error messages."""
         return f"{self.name} job {job_id}"

@@ -1,0 +1,167 @@
+"""What the job-scheduler adapters share: a job script rendered with jinja2, submitted via pysqa.
+
+A subclass names its pysqa queue type and default template, and implements the status query, the
+cancel command and the MPI launch line. The template sees every key of the task's resource_dict
+plus ``job_name``, ``working_directory``, ``command``, ``dependency`` (= ``dependency_list``, the
+parents' job ids) and ``output`` (the log file); a user ``submission_template`` may use its own
+extra keys.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any, Optional
+
+from executorlib.errors import SubmissionError, missing_extra
+from executorlib.spawners.base import JobSpec, Spawner
+
+__all__ = ["BatchSpawner", "run_command"]
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+SCRIPT_NAME = "run_queue.sh"  # the name pysqa gives the job script in the working directory
+COMMAND_TIMEOUT = 120
+
+
+def run_command(command: list[str], cwd: Optional[str] = None, what: str = "") -> str:
+    """Run a scheduler command; raise SubmissionError with its own message when it fails."""
+    try:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
+                              timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise SubmissionError(f"{command[0]} was not found on PATH: {what or 'is the job scheduler installed'}?") from None
+    except subprocess.TimeoutExpired:
+        raise SubmissionError(f"'{shlex.join(command)}' did not answer within {COMMAND_TIMEOUT} s") from None
+    if done.returncode != 0:
+        message = (done.stderr.strip() or done.stdout.strip() or "no output")
+        raise SubmissionError(f"'{shlex.join(command)}' failed with exit code {done.returncode}: {message}")
+    return done.stdout
+
+
+def _pysqa_execute(commands: Any, working_directory: Optional[str] = None, split_output: bool = True,
+                   shell: bool = False, error_filename: str = "pysqa.err") -> Any:
+    """pysqa's ``execute_command`` hook, raising instead of returning None on failure."""
+    if isinstance(commands, str):
+        commands = shlex.split(commands)
+    out = run_command(list(commands), cwd=working_directory)
+    return out.split("\n") if split_output else out
+
+
+class BatchSpawner(Spawner):
+    """A spawner that submits one batch script per task through pysqa."""
+
+    submits_with_dependencies = True
+    max_poll_interval = 2.0
+    result_grace_period = 5.0
+    #: pysqa's name of the queuing system
+    queue_type: str = ""
+    #: file name of the default template in executorlib/templates
+    template_name: str = ""
+
+    def __init__(self, pysqa_config_directory: Optional[str | os.PathLike] = None):
+        try:
+            import jinja2  # noqa: F401
+            from pysqa import QueueAdapter
+        except ImportError as error:
+            raise missing_extra(error.name or "pysqa", "submission", f"backend {self.name!r}") from None
+        if pysqa_config_directory is not None:
+            directory = Path(pysqa_config_directory).expanduser()
+            if not directory.is_dir():
+                raise ValueError(f"pysqa_config_directory {str(directory)!r} is not a directory")
+            try:
+                self._adapter = QueueAdapter(directory=str(directory), execute_command=_pysqa_execute)
+            except Exception as error:  # noqa: BLE001 - pysqa's own message, with our context
+                raise ValueError(f"pysqa_config_directory {str(directory)!r} cannot be used: {error}") from None
+            self._uses_config = True
+        else:
+            self._adapter = QueueAdapter(queue_type=self.queue_type, execute_command=_pysqa_execute)
+            self._uses_config = False
+        self._default_template = (TEMPLATE_DIR / self.template_name).read_text()
+
+    # -- hooks for subclasses ---------------------------------------------------------------------
+    def launch_command(self, resources: dict, worker: list[str]) -> list[str]:
+        """The command line inside the job: the worker, under the MPI launcher when cores > 1."""
+        return worker
+
+    def default_partition(self) -> Optional[str]:
+        return None
+
+    def template_variables(self, resources: dict) -> dict:
+        """Scheduler-specific extra variables for the template (e.g. converted units)."""
+        return {}
+
+    # -- submission --------------------------------------------------------------------------------
+    def context(self, job: JobSpec, dependencies: list[str]) -> dict:
+        """Everything a template may use."""
+        resources = job.resources
+        command = " ".join(shlex.quote(part) for part in self.launch_command(resources, job.command))
+        context = dict(resources)
+        context.update(
+            job_name=resources.get("job_name") or job.function_name,
+            working_directory=str(job.task_dir),
+            partition=resources.get("partition") or self.default_partition(),
+            dependency=list(dependencies),
+            dependency_list=list(dependencies),
+            output=str(job.log_path) if job.log_path else "job.out",
+            command=f"export OMP_NUM_THREADS={resources['threads_per_core']}\n{command}",
+        )
+        context.update(self.template_variables(resources))
+        context.pop("submission_template", None)
+        return context
+
+    def render(self, job: JobSpec, dependencies: list[str]) -> str:
+        """The job script for ``job`` (for inspection and tests; pysqa renders the same)."""
+        import jinja2
+
+        template = job.resources.get("submission_template") or self._default_template
+        try:
+            return jinja2.Template(template).render(**self.context(job, dependencies))
+        except jinja2.TemplateError as error:
+            raise SubmissionError(f"the submission_template of task {job.key} cannot be rendered: {error}") from None
+
+    def submit(self, job: JobSpec, dependencies: list[str]) -> str:
+        context = self.context(job, dependencies)
+        template = job.resources.get("submission_template") or self._default_template
+        if " " in context["working_directory"]:
+            raise SubmissionError(
+                f"the cache directory path {context['working_directory']!r} contains a space, which "
+                "job scripts cannot use as working directory; choose a cache_directory without spaces"
+            )
+        self.render(job, dependencies)  # template errors surface with a clear message
+        fixed = {k: context.pop(k) for k in ("job_name", "working_directory", "command",
+                                              "dependency_list", "memory_max", "run_time_max", "cores")}
+        if self._uses_config:
+            queue = context.pop("partition", None)
+            kwargs: dict[str, Any] = {"queue": queue}
+        else:
+            kwargs = {"submission_template": template}
+        try:
+            job_id = self._adapter.submit_job(**fixed, **kwargs, **context)
+        except SubmissionError:
+            raise
+        except Exception as error:  # noqa: BLE001 - pysqa's checks (queue limits, unknown queue)
+            raise SubmissionError(f"pysqa refused task {job.key}: {error}") from None
+        if job_id is None:
+            raise SubmissionError(f"submitting task {job.key} returned no job id")
+        return str(job_id)
+
+    # -- logs --------------------------------------------------------------------------------------
+    _OUTPUT_PATTERN = re.compile(r"^#\s*(?:SBATCH|flux:)\s+(?:--output[= ]|-o\s*)(\S+)", re.MULTILINE)
+
+    def log_file(self, task_dir: Path, job_id: Optional[str] = None) -> Optional[Path]:
+        """The job's output file, read off the submitted script (user templates choose their own)."""
+        try:
+            script = (task_dir / SCRIPT_NAME).read_text()
+        except OSError:
+            return None
+        match = self._OUTPUT_PATTERN.search(script)
+        if match is None:
+            return None
+        name = match.group(1).strip("'\"")
+        if job_id is not None:
+            name = name.replace("%j", job_id).replace("{{id}}", job_id)
+        path = Path(name)
+        return path if path.is_absolute() else task_dir / path

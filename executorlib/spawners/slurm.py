@@ -1,0 +1,153 @@
+"""SLURM: ``sbatch`` through pysqa, ``squeue`` for this executor's jobs, ``scancel``.
+
+Accounting (``sacct``) is not needed: ``squeue --states=all`` reports jobs that ended until SLURM
+forgets them (``MinJobAge``), ``scontrol show job`` is asked once per vanished job, and the job's
+own files say the rest.
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import Optional
+
+from executorlib.errors import SubmissionError
+from executorlib.spawners.base import JobStatus
+from executorlib.spawners.batch import BatchSpawner, run_command
+
+__all__ = ["SlurmSpawner", "parse_squeue", "slurm_time", "slurm_memory"]
+
+#: states in which a job is still queued or running (``squeue --states=all`` also lists ended ones)
+ACTIVE_STATES = {
+    "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
+    "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT", "STOPPED", "RESV_DEL_HOLD",
+    "POWER_UP_NODE",
+}
+RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"}
+#: above this many jobs, ask for the user's jobs and filter, instead of listing ids on the command line
+MAX_IDS_PER_QUERY = 500
+SQUEUE_FORMAT = "%i|%T|%r"
+
+
+def slurm_time(seconds: int) -> str:
+    """``--time`` in SLURM's ``minutes:seconds`` form (second resolution)."""
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def slurm_memory(memory_max: object) -> str:
+    """``--mem``: a number is GB (fractions become MB), a string is passed as written."""
+    if isinstance(memory_max, str):
+        return memory_max.strip()
+    megabytes = float(memory_max) * 1024  # type: ignore[arg-type]
+    if megabytes % 1024 == 0:
+        return f"{int(megabytes // 1024)}G"
+    return f"{int(round(megabytes))}M"
+
+
+def parse_squeue(output: str) -> dict[str, JobStatus]:
+    """Parse ``squeue -h -o '%i|%T|%r'`` lines into job id -> status."""
+    states: dict[str, JobStatus] = {}
+    for line in output.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 2 or not parts[0]:
+            continue
+        job_id, state = parts[0], parts[1].strip().upper()
+        reason = parts[2].strip() if len(parts) > 2 else ""
+        state = state.split()[0] if state else "UNKNOWN"
+        states[job_id] = JobStatus(state, active=state in ACTIVE_STATES,
+                                   running=state in RUNNING_STATES, reason=reason)
+    return states
+
+
+class SlurmSpawner(BatchSpawner):
+    """One sbatch job per task; Future arguments become ``--dependency=afterok:``."""
+
+    name = "slurm"
+    queue_type = "SLURM"
+    template_name = "slurm.sh.j2"
+
+    def __init__(self, pysqa_config_directory=None):
+        super().__init__(pysqa_config_directory)
+        self._default_partition: Optional[str] = None
+        self._partition_known = False
+        self._final: dict[str, str] = {}
+
+    # -- job script --------------------------------------------------------------------------------
+    def launch_command(self, resources: dict, worker: list[str]) -> list[str]:
+        cores = resources["cores"]
+        if cores == 1:
+            return worker
+        extra = list(resources.get("slurm_cmd_args") or [])
+        launcher = ["srun", "-n", str(cores), "-c", str(resources["threads_per_core"])]
+        if not any(arg.startswith("--mpi") for arg in extra):
+            launcher.append("--mpi=pmi2")
+        return launcher + extra + worker
+
+    def template_variables(self, resources: dict) -> dict:
+        variables = {}
+        if resources.get("run_time_max"):
+            variables["slurm_time"] = slurm_time(resources["run_time_max"])
+        if resources.get("memory_max"):
+            variables["slurm_memory"] = slurm_memory(resources["memory_max"])
+        return variables
+
+    def default_partition(self) -> Optional[str]:
+        """The cluster's default partition (``sinfo`` marks it with ``*``), asked once."""
+        if not self._partition_known:
+            try:
+                output = run_command(["sinfo", "-h", "-o", "%P"], what="is SLURM installed")
+            except SubmissionError:
+                output = ""
+            for line in output.split():
+                if line.endswith("*"):
+                    self._default_partition = line.rstrip("*")
+                    break
+            self._partition_known = True
+        return self._default_partition
+
+    # -- status ------------------------------------------------------------------------------------
+    def states(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        if not job_ids:
+            return {}
+        if len(job_ids) <= MAX_IDS_PER_QUERY:
+            selection = ["--jobs", ",".join(job_ids)]
+        else:
+            selection = ["--user", getpass.getuser()]
+        command = ["squeue", "--noheader", "--states=all", "--format", SQUEUE_FORMAT, *selection]
+        try:
+            output = run_command(command)
+        except SubmissionError as error:
+            if "Invalid job id" in str(error):  # every id listed has been forgotten
+                return {}
+            raise
+        wanted = set(job_ids)
+        states = {k: v for k, v in parse_squeue(output).items() if k in wanted}
+        for job_id, status in states.items():
+            if not status.active:
+                self._final[job_id] = status.state
+        return states
+
+    def final_state(self, job_id: str) -> Optional[str]:
+        if job_id in self._final:
+            return self._final[job_id]
+        try:
+            output = run_command(["scontrol", "show", "job", "--oneliner", job_id])
+        except SubmissionError:
+            return None
+        for field in output.split():
+            if field.startswith("JobState="):
+                state = field.split("=", 1)[1]
+                reason = next((f.split("=", 1)[1] for f in output.split() if f.startswith("Reason=")), "")
+                return f"{state} (reason {reason})" if reason and reason != "None" else state
+        return None
+
+    def cancel(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        try:
+            run_command(["scancel", *job_ids])
+        except SubmissionError as error:
+            if "Invalid job id" not in str(error) and "already completing" not in str(error):
+                raise
+
+    def describe(self, job_id: str) -> str:
+        return f"SLURM job {job_id}"
