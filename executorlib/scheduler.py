@@ -20,11 +20,11 @@ import socket
 import threading
 import time
 from concurrent.futures import CancelledError, Future
-from typing import Optional
+from typing import Callable, Optional
 
 from executorlib.errors import DependencyError, JobFailedError, SubmissionError
 from executorlib.spawners.base import JobSpec, Spawner, worker_command
-from executorlib.store import TaskStore
+from executorlib.store import TaskStore, release_if_unchanged
 from executorlib.task import Task
 
 __all__ = ["Scheduler", "resolve_from_store"]
@@ -103,10 +103,12 @@ class _Entry:
 class Scheduler:
     """Owns the background thread that moves the tasks of one Executor."""
 
-    def __init__(self, store: TaskStore, spawner: Spawner, refresh_rate: float = 0.01):
+    def __init__(self, store: TaskStore, spawner: Spawner, refresh_rate: float = 0.01,
+                 on_exit: Optional[Callable[[], None]] = None):
         self.store = store
         self.spawner = spawner
         self.refresh_rate = refresh_rate
+        self.on_exit = on_exit  # called by the thread after its last task (removes a temporary cache)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._entries: dict[str, _Entry] = {}
         self._by_job: dict[str, str] = {}  # job id -> key
@@ -116,6 +118,9 @@ class Scheduler:
         self._cancel_all = False
         self._idle = threading.Event()
         self._idle.set()
+        # set once the tasks submitted before shutdown() were handed to the spawner (those that can
+        # go now), so that shutdown(wait=False) followed by the end of the process loses none
+        self._handed_over = threading.Event()
         self._status_failing_since: Optional[float] = None
         self._thread = threading.Thread(target=self._main, name="executorlib-scheduler", daemon=True)
         self._thread.start()
@@ -134,6 +139,8 @@ class Scheduler:
         self._inbox.put(("shutdown", cancel_futures))
         if wait:
             self._thread.join()
+        elif threading.current_thread() is not self._thread:  # e.g. a callback dropping the Executor
+            self._handed_over.wait()
 
     @property
     def pending(self) -> int:
@@ -153,6 +160,8 @@ class Scheduler:
                 changed |= self._poll()
                 changed |= self._watch_claims()
                 changed |= self._submit_ready()
+                if self._closing:
+                    self._handed_over.set()
                 if not self._entries:
                     self._idle.set()
                 if changed:
@@ -167,7 +176,10 @@ class Scheduler:
                 self._fail(entry, failure, cascade=False)
         finally:
             self._idle.set()
+            self._handed_over.set()
             self.spawner.close()
+            if self.on_exit is not None:
+                self.on_exit()
 
     def _drain_inbox(self, timeout: float) -> bool:
         changed = False
@@ -207,7 +219,7 @@ class Scheduler:
         for parent_key, parent in task.parents.items():
             parent_entry = self._entries.get(parent_key)
             if parent.done():
-                problem = _parent_problem(parent_key, parent)
+                problem = _parent_problem(parent_key, parent) or self._import_result(parent_key, parent)
                 if problem is not None:
                     self._fail(entry, problem)
                     return
@@ -239,8 +251,8 @@ class Scheduler:
             self._attach(entry, record["job_id"])
         elif record.get("state") == "claimed" and not self._claim_is_stale(record):
             self._claim_watch.add(key)
-        else:  # a dead claimant, or a job of another backend: submit again
-            self.store.release_stale_claim(key)
+        else:  # a dead claimant, a cancelled job or a job of another backend: submit again
+            release_if_unchanged(self.store, key, record)
             if self.store.claim(key, self.spawner.name):
                 self._claimed(entry)
             else:
@@ -282,7 +294,7 @@ class Scheduler:
                 self._claim_watch.discard(key)
                 self._resolve(entry)
                 changed = True
-            elif record is None or record.get("state") == "submitted" or self._claim_is_stale(record):
+            elif record is None or record.get("state") != "claimed" or self._claim_is_stale(record):
                 self._claim_watch.discard(key)
                 self._take_over_or_claim(entry)
                 changed = True
@@ -310,11 +322,24 @@ class Scheduler:
         if child is None:
             return
         parent = child.task.parents[parent_key]
-        problem = _parent_problem(parent_key, parent)
+        problem = _parent_problem(parent_key, parent) or self._import_result(parent_key, parent)
         if problem is not None:
             self._fail(child, problem)
         else:
             self._satisfy(child_key, parent_key)
+
+    def _import_result(self, parent_key: str, parent: Future) -> Optional[DependencyError]:
+        """A successful parent of another Executor has its result in another cache: copy it
+        into this one, where the child's job looks for it."""
+        if self.store.has_result(parent_key):
+            return None
+        try:
+            self.store.write_result(parent_key, parent.result(), 0.0)
+        except Exception as error:  # noqa: BLE001 - e.g. a result that cannot be pickled
+            return DependencyError(
+                f"the result of parent task {parent_key} (from another Executor) cannot be "
+                f"stored in this Executor's cache {self.store.directory}: {error!r}")
+        return None
 
     # -- submission ------------------------------------------------------------------------------
     def _submit_ready(self) -> bool:
@@ -388,6 +413,8 @@ class Scheduler:
         changed = False
         now = time.monotonic()
         for job_id, key in list(self._by_job.items()):
+            if job_id not in self._by_job:  # dropped earlier in this pass (a parent's failure)
+                continue
             entry = self._entries.get(key)
             if entry is None or entry.job_id != job_id:
                 del self._by_job[job_id]
@@ -410,12 +437,20 @@ class Scheduler:
                 entry.missing_since = now
             elif now - entry.missing_since > self.spawner.result_grace_period:
                 del self._by_job[job_id]
+                record = self.store.read_job(key) or {}
+                same_job = record.get("job_id") == job_id
                 if self.store.has_result(key):
                     self._resolve(entry)
+                elif same_job and record.get("state") == "cancelled":
+                    self._fail(entry, CancelledError(
+                        f"{self.spawner.describe(job_id)} of task {entry.task.key} was cancelled "
+                        f"(executorlib.cancel_cache_jobs or 'executorlib cancel')"))
                 elif entry.attached:
                     # a job of an earlier run that vanished without a result: submit it again
+                    # (unless another process already did: then follow its claim or job)
                     entry.attached, entry.job_id, entry.missing_since = False, None, None
-                    self.store.release_stale_claim(key)
+                    if same_job:
+                        release_if_unchanged(self.store, key, record)
                     self._take_over_or_claim(entry)
                 else:
                     state = status.state if status is not None else None
@@ -473,9 +508,10 @@ class Scheduler:
                 self._satisfy(child_key, key)
         if failed and self.spawner.submits_with_dependencies:
             # children already submitted with afterok on this job: the scheduler would hold them
-            # forever (DependencyNeverSatisfied); fail and cancel them now
+            # forever (DependencyNeverSatisfied); fail and cancel them now. Children released by
+            # this job's id but not submitted yet must fail too (they would run without it).
             for child in list(self._entries.values()):
-                if key in child.task.parents and child.job_id is not None:
+                if key in child.task.parents:
                     self._fail(child, _parent_problem(key, future))
 
     def _fail(self, entry: _Entry, error: BaseException, cascade: bool = True) -> None:

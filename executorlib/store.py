@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
 import stat
 import time
@@ -71,16 +72,19 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, fill: Callable[[Path], None], exclusive: bool = False) -> bool:
+def write_atomic(path: Path, fill: Callable[[Path], None], exclusive: bool = False,
+                 durable: bool = True) -> bool:
     """Write ``path`` through ``fill(tmp_path)`` and a rename; never leaves a partial file.
 
     With ``exclusive`` an existing ``path`` is kept (``os.link`` fails atomically, also on NFS)
-    and False is returned.
+    and False is returned. ``durable`` flushes the data to disk before the rename (task and
+    result files); small job records skip it, since a lost record only means a resubmission.
     """
     tmp = _temporary_name(path)
     try:
         fill(tmp)
-        _fsync(tmp)
+        if durable:
+            _fsync(tmp)
         if exclusive:
             try:
                 os.link(tmp, path)
@@ -111,7 +115,7 @@ def _write_json(path: Path, data: dict, exclusive: bool = False) -> bool:
     def fill(tmp: Path) -> None:
         tmp.write_text(json.dumps(data))
 
-    return write_atomic(path, fill, exclusive=exclusive)
+    return write_atomic(path, fill, exclusive=exclusive, durable=False)
 
 
 class TaskStore:
@@ -134,12 +138,15 @@ class TaskStore:
             raise CacheError(f"cannot create cache_directory {self.directory}: {err}") from None
 
     def _check_permissions(self) -> None:
-        mode = self.directory.stat().st_mode
-        if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+        info = self.directory.stat()
+        # a sticky bit does not help: others may still create the folder of a key not yet computed
+        others_write = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if others_write or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
+            who = "writable by other users" if others_write else "owned by another user"
             warnings.warn(
-                f"cache directory {self.directory} is writable by other users; the cache holds "
-                "pickles, which run code when loaded. Restrict it with: chmod 700 "
-                f"{self.directory}",
+                f"cache directory {self.directory} is {who}; the cache holds "
+                "pickles, which run code when loaded. Use a directory of your own, restricted "
+                f"with: chmod 700 {self.directory}",
                 stacklevel=4,
             )
 
@@ -184,11 +191,9 @@ class TaskStore:
 
     def read_task(self, key: str) -> tuple[Any, Any, Any]:
         """Load (function, args, kwargs) of a stored task."""
-        with self._open(self.path(key, TASK_FILE)) as f:
-            try:
-                return tuple(cloudpickle.loads(_from_dataset(f[n])) for n in ("function", "args", "kwargs"))
-            except KeyError as err:
-                raise self._corrupted(self.path(key, TASK_FILE), f"missing {err}") from None
+        path = self.path(key, TASK_FILE)
+        with self._open(path) as f:
+            return tuple(self._unpickle(path, f, n) for n in ("function", "args", "kwargs"))
 
     def read_task_info(self, key: str) -> dict:
         """The task's metadata (no unpickling): function name, created, resources, parents."""
@@ -222,15 +227,13 @@ class TaskStore:
         Renaming is atomic: of several processes that find the same stale record only one wins.
         """
         path = self.path(key, JOB_FILE)
+        moved = _temporary_name(path)
         try:
-            os.rename(path, _temporary_name(path))
+            os.rename(path, moved)
         except FileNotFoundError:
             return False
-        for stale in path.parent.glob(f".{JOB_FILE}.*.tmp"):
-            try:
-                stale.unlink()
-            except FileNotFoundError:
-                pass
+        # only our own temporary name: another process's claim may be in flight as a .tmp file
+        moved.unlink(missing_ok=True)
         return True
 
     def write_job(self, key: str, backend: str, job_id: str) -> None:
@@ -275,9 +278,9 @@ class TaskStore:
             attrs = dict(f.attrs)
             try:
                 if "output" in f:
-                    return Outcome(True, value=cloudpickle.loads(_from_dataset(f["output"])),
+                    return Outcome(True, value=self._unpickle(path, f, "output"),
                                    runtime=float(attrs["runtime"]), finished=float(attrs["finished"]))
-                error = cloudpickle.loads(_from_dataset(f["error"]))
+                error = self._unpickle(path, f, "error")
             except KeyError as err:
                 raise self._corrupted(path, f"missing {err}") from None
             return Outcome(False, error=error, traceback=str(attrs.get("traceback", "")),
@@ -323,6 +326,19 @@ class TaskStore:
             )
         return f
 
+    def _unpickle(self, path: Path, f: h5py.File, name: str) -> Any:
+        """Load dataset ``name``; a missing, short or non-pickle payload is CacheCorruptedError.
+
+        Errors of the pickled objects themselves (e.g. a module missing here) pass through."""
+        try:
+            data = _from_dataset(f[name])
+        except (KeyError, OSError, ValueError, TypeError, AttributeError) as err:
+            raise self._corrupted(path, f"dataset {name!r}: {err}") from None
+        try:
+            return cloudpickle.loads(data)
+        except (pickle.UnpicklingError, EOFError) as err:
+            raise self._corrupted(path, f"dataset {name!r} is not a complete pickle: {err}") from None
+
     @staticmethod
     def _corrupted(path: Path, detail: str) -> CacheCorruptedError:
         return CacheCorruptedError(
@@ -335,3 +351,66 @@ class TaskStore:
 def _qualified_name(cls: type) -> str:
     module = cls.__module__
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+# -- helpers for the cache tools (executorlib.cache, the CLI) and the scheduler's takeover ---------
+
+
+def release_if_unchanged(store: TaskStore, key: str, expected: dict) -> bool:
+    """Remove the job record of ``key`` only if it still is ``expected`` (the record judged stale).
+
+    Another process may have replaced it with a fresh claim in the meantime: that one is put back,
+    so of several processes that find the same stale record only one takes the task over.
+    """
+    path = store.path(key, JOB_FILE)
+    moved = _temporary_name(path)
+    try:
+        os.rename(path, moved)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            current = json.loads(moved.read_text())
+        except (ValueError, OSError):
+            current = None
+        if current is not None and current != expected:
+            try:
+                os.link(moved, path)  # put the newer record back, unless yet another exists
+            except FileExistsError:
+                pass
+            return False
+        return True
+    finally:
+        moved.unlink(missing_ok=True)
+
+
+def write_cancelled(store: TaskStore, key: str, record: dict) -> None:
+    """Mark the job of ``key`` (its ``record`` from job.json) as cancelled by a user."""
+    _write_json(store.path(key, JOB_FILE),
+                {**record, "state": "cancelled", "cancelled": time.time(),
+                 "cancelled_by": f"{socket.gethostname()}:{os.getpid()}"})
+
+
+def read_task_arguments(store: TaskStore, key: str) -> tuple[Any, Any]:
+    """Unpickle only (args, kwargs) of a stored task, not its function (for ``executorlib show``)."""
+    path = store.path(key, TASK_FILE)
+    with store._open(path) as f:
+        return store._unpickle(path, f, "args"), store._unpickle(path, f, "kwargs")
+
+
+def folder_size(path: os.PathLike | str) -> int:
+    """Bytes of the files below ``path`` (0 when it vanished meanwhile)."""
+    total = 0
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                total += folder_size(entry.path)
+            else:
+                total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            pass
+    return total

@@ -161,6 +161,8 @@ class LocalSpawner(Spawner):
             if process is not None and process.state is None:
                 self._kill(process)
                 process.state = "CANCELLED"
+            elif process is None:
+                _kill_foreign(job_id)  # a task started by another Executor or process
 
     def close(self) -> None:
         for process in self._processes.values():
@@ -180,6 +182,26 @@ def _pid_alive(job_id: str) -> bool:
         return True
     try:  # a zombie is dead for our purposes
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:  # a reused pid is not our job
+            return b"executorlib.worker" in f.read()
     except OSError:
         return True
+
+
+def _kill_foreign(job_id: str, timeout: float = 3.0) -> None:
+    """Stop the process group of a task's process that this spawner did not start."""
+    if not _pid_alive(job_id):
+        return
+    pid = int(job_id)  # the process leads its own session (start_new_session=True)
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, timeout)):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _pid_alive(job_id):
+                return
+            time.sleep(0.02)

@@ -1,0 +1,555 @@
+"""Tools for a cache directory: what is in it, Futures of its tasks, cancelling and cleaning.
+
+Every task of a cache is in one of five states, derived from its folder (and, where a job was
+submitted, from one status query per backend to that backend's job scheduler)::
+
+    done       result.h5 holds a value
+    failed     result.h5 holds an error, or the task's job is gone without writing a result
+    cancelled  its job was cancelled with cancel_cache_jobs (job.json says so), no result
+    running    its job is running, or was submitted and its state could not be asked
+    pending    waiting: its job is queued, or it has no job yet (claimed, or never submitted)
+
+Nothing here unpickles a result or a task, so listing a cache is fast and safe (only
+``executorlib show`` loads a task's arguments, and only from a cache no one else can write to).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import os
+import shutil
+import threading
+import time
+import uuid
+from concurrent.futures import CancelledError, Future
+from typing import Any, Iterable, Optional, Union
+
+from executorlib.errors import CacheCorruptedError, JobFailedError
+from executorlib.spawners.base import JobStatus, Spawner
+from executorlib.store import TaskStore, folder_size, write_cancelled
+
+__all__ = ["STATES", "get_cache_data", "get_future_from_cache", "cancel_cache_jobs", "clean_cache"]
+
+STATES = ("pending", "running", "done", "failed", "cancelled")
+#: a task folder with no job record for this long, and no result, has nothing that will run it
+NO_JOB_GRACE = 2.0
+
+PathLike = Union[str, os.PathLike]
+
+
+# -- backends --------------------------------------------------------------------------------------
+def _backend_name(name: str) -> str:
+    """The Executor backend for ``name``: a backend (``slurm_submission``) or a spawner's name as
+    job.json records it (``slurm``)."""
+    from executorlib.executor import BACKENDS
+
+    if name in BACKENDS:
+        return name
+    for backend, (module, cls, _) in BACKENDS.items():
+        try:
+            spawner_class = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError):
+            continue
+        if getattr(spawner_class, "name", None) == name:
+            return backend
+    raise ValueError(f"backend {name!r} is not known. Valid backends are: {', '.join(map(repr, BACKENDS))}")
+
+
+def _make_spawner(name: str) -> Spawner:
+    """A spawner of backend ``name`` that only asks about, and cancels, existing jobs."""
+    from executorlib.executor import BACKENDS
+
+    module, cls, _ = BACKENDS[_backend_name(name)]
+    return getattr(importlib.import_module(module), cls)()
+
+
+class _Spawners:
+    """Spawners built on demand, one per backend; a backend that cannot be built is remembered."""
+
+    def __init__(self, override: Optional[str] = None):
+        self.override = override
+        self._built: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, recorded: Optional[str]) -> Spawner:
+        name = self.override or recorded or "local"
+        with self._lock:
+            if name not in self._built:
+                try:
+                    self._built[name] = _make_spawner(name)
+                except Exception as error:  # noqa: BLE001 - e.g. pysqa missing: raised to the caller
+                    self._built[name] = error
+            spawner = self._built[name]
+        if isinstance(spawner, Exception):
+            raise spawner
+        return spawner
+
+    def close(self) -> None:
+        for spawner in self._built.values():
+            if isinstance(spawner, Spawner):
+                spawner.close()
+        self._built.clear()
+
+
+_Job = tuple  # (recorded backend, job id)
+
+
+def _query(spawners: _Spawners, jobs: Iterable[_Job]) -> dict[_Job, Optional[JobStatus]]:
+    """(backend, job id) -> status, one query per backend.
+
+    A job the scheduler no longer knows maps to None; a job whose backend could not be asked is
+    left out."""
+    by_backend: dict[Optional[str], list[str]] = {}
+    for backend, job_id in jobs:
+        by_backend.setdefault(backend, []).append(job_id)
+    found: dict[_Job, Optional[JobStatus]] = {}
+    for backend, job_ids in by_backend.items():
+        try:
+            states = spawners.get(backend).states(job_ids)
+        except Exception:  # noqa: BLE001 - no scheduler here, pysqa missing...: state unknown
+            continue
+        for job_id in job_ids:
+            found[(backend, job_id)] = states.get(job_id)
+    return found
+
+
+# -- get_cache_data ------------------------------------------------------------------------------
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _open_store(cache_directory: PathLike) -> TaskStore:
+    return TaskStore(cache_directory, create=False)
+
+
+def _collect(store: TaskStore, keys: Optional[Iterable[str]], query: bool,
+             spawners: Optional[_Spawners] = None) -> list[tuple[dict, Optional[dict]]]:
+    """(flat record, job.json) of each task, in order of creation."""
+    if isinstance(keys, str):
+        keys = [keys]
+    keys = store.keys() if keys is None else [k for k in dict.fromkeys(keys) if store.task_dir(k).is_dir()]
+    jobs = {key: store.read_job(key) for key in keys}
+    own = spawners is None
+    spawners = spawners or _Spawners()
+    statuses: dict[_Job, Optional[JobStatus]] = {}
+    try:
+        if query:  # ask only about jobs without a result, before reading results (no race)
+            wanted = {(job.get("backend"), str(job["job_id"])) for key, job in jobs.items()
+                      if job and job.get("state") == "submitted" and job.get("job_id")
+                      and not store.has_result(key)}
+            statuses = _query(spawners, wanted)
+        records = [(_record(store, key, jobs[key], statuses), jobs[key]) for key in keys]
+    finally:
+        if own:
+            spawners.close()
+    records.sort(key=lambda pair: (pair[0]["created"] or 0.0, pair[0]["key"]))
+    return records
+
+
+def _record(store: TaskStore, key: str, job: Optional[dict], statuses: dict[_Job, Optional[JobStatus]]) -> dict:
+    record: dict[str, Any] = {
+        "key": key, "function": key.rsplit("_", 1)[0], "state": "pending",
+        "job_id": None, "job_state": None, "backend": None,
+        "created": None, "submitted": None, "finished": None, "runtime": None,
+        "error": None, "size": folder_size(store.task_dir(key)), "path": str(store.task_dir(key)),
+    }
+    problems = []
+    try:
+        info = store.read_task_info(key)
+        record["function"], record["created"] = info["function_name"], info["created"]
+    except FileNotFoundError:
+        pass  # being written right now, or only a result is left
+    except CacheCorruptedError as error:
+        problems.append(f"CacheCorruptedError: {error}")
+    if job:
+        record["job_id"], record["backend"] = job.get("job_id"), job.get("backend")
+        if job.get("state") in ("submitted", "cancelled"):
+            record["submitted"] = job.get("time")
+    try:
+        result = store.read_result_info(key)
+    except CacheCorruptedError as error:
+        result, problems = None, [f"CacheCorruptedError: {error}"]
+        record["state"] = "failed"
+    if result is not None:
+        record["state"] = "done" if result["ok"] else "failed"
+        record["finished"], record["runtime"] = result["finished"], result["runtime"]
+        if not result["ok"]:
+            record["error"] = _short(f"{result['error_type']}: {result['error_message']}")
+        return record
+    if problems:
+        record["state"], record["error"] = "failed", _short(problems[0])
+        return record
+    state = (job or {}).get("state")
+    if state == "cancelled":
+        record["state"] = "cancelled"
+    elif state == "submitted" and record["job_id"]:
+        job_id = record["job_id"] = str(record["job_id"])
+        asked = (record["backend"], job_id)
+        if asked not in statuses:  # not asked, or the scheduler could not be asked
+            record["state"], record["job_state"] = "running", "UNKNOWN"
+        elif statuses[asked] is not None and statuses[asked].active:  # type: ignore[union-attr]
+            status = statuses[asked]
+            record["state"] = "running" if status.running else "pending"
+            record["job_state"] = status.state
+        else:
+            status = statuses[asked]  # None: the scheduler forgot it (no per-job query here)
+            final = status.state if status is not None else None
+            record["state"], record["job_state"] = "failed", final or "GONE"
+            record["error"] = (f"JobFailedError: job {job_id} ended in state {final or 'UNKNOWN'} "
+                               "without writing a result")
+    return record
+
+
+def get_cache_data(cache_directory: PathLike, query: bool = True) -> list[dict]:
+    """One flat dict per task of the cache: ``pandas.DataFrame(get_cache_data(...))`` works.
+
+    Keys: ``key``, ``function``, ``state`` (one of :data:`STATES`), ``job_id``, ``job_state``
+    (the job scheduler's word when asked), ``backend``, ``created``, ``submitted``, ``finished``
+    (seconds since the epoch), ``runtime`` (s), ``error`` ("Type: message"), ``size`` (bytes of
+    the task folder) and ``path``. ``query=False`` does not ask the job scheduler: submitted jobs
+    without a result then count as running. No result or task is unpickled.
+    """
+    store = _open_store(cache_directory)
+    return [record for record, _ in _collect(store, None, query)]
+
+
+# -- get_future_from_cache -----------------------------------------------------------------------
+class _Watch:
+    __slots__ = ("store", "key", "future", "spawners", "missing_since", "job_id", "backend")
+
+    def __init__(self, store: TaskStore, key: str, future: Future, spawners: _Spawners):
+        self.store, self.key, self.future, self.spawners = store, key, future, spawners
+        self.missing_since: Optional[float] = None  # since when no job (or no live job) is seen
+        self.job_id: Optional[str] = None
+        self.backend: Optional[str] = None
+
+    def follow(self, job: Optional[dict]) -> None:
+        """Track the job that job.json names now; a new job restarts the grace period."""
+        job_id = str(job["job_id"]) if job and job.get("state") == "submitted" and job.get("job_id") else None
+        if job_id != self.job_id:
+            self.job_id, self.missing_since = job_id, None
+        self.backend = job.get("backend") if job else None
+
+    def grace(self) -> float:
+        try:
+            return max(self.spawners.get(self.backend).result_grace_period, 0.5)
+        except Exception:  # noqa: BLE001
+            return 1.0
+
+
+class _Watcher:
+    """One background thread for every Future of get_future_from_cache: one status query per
+    backend and pass, passes backing off while nothing changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watches: list[_Watch] = []
+        self._thread: Optional[threading.Thread] = None
+        self._wake = threading.Event()
+        self._spawners: dict[Optional[str], _Spawners] = {}  # shared: one query per backend and pass
+
+    def spawners(self, backend: Optional[str]) -> _Spawners:
+        with self._lock:
+            return self._spawners.setdefault(backend, _Spawners(backend))
+
+    def add(self, watch: _Watch) -> None:
+        with self._lock:
+            self._watches.append(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name="executorlib-cache-watcher",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _main(self) -> None:
+        interval = 0.02
+        while True:
+            with self._lock:
+                watches = [w for w in self._watches if not w.future.done()]
+                self._watches = watches
+                if not watches:
+                    self._thread = None
+                    return
+            try:
+                changed = self._pass(watches)
+            except Exception as error:  # noqa: BLE001 - a bug here must not leave Futures hanging
+                for watch in watches:
+                    _fail(watch.future, RuntimeError(f"watching the cache failed: {error!r}"))
+                changed = True
+            interval = 0.02 if changed else min(interval * 1.5, 1.0)
+            self._wake.wait(interval)
+            self._wake.clear()
+
+    def _pass(self, watches: list[_Watch]) -> bool:
+        changed = False
+        asking: dict[int, set[_Job]] = {}  # id(spawners) -> jobs
+        for watch in watches:
+            if watch.store.has_result(watch.key):
+                _resolve(watch)
+                changed = True
+                continue
+            job = watch.store.read_job(watch.key)
+            watch.follow(job)
+            if watch.job_id is not None:
+                asking.setdefault(id(watch.spawners), set()).add((watch.backend, watch.job_id))
+            elif self._without_job(watch, job):
+                changed = True
+        if not asking:
+            return changed
+        groups = {id(w.spawners): w.spawners for w in watches}
+        statuses = {gid: _query(groups[gid], jobs) for gid, jobs in asking.items()}
+        now = time.monotonic()
+        for watch in watches:
+            if watch.future.done() or watch.job_id is None:
+                continue
+            found = statuses.get(id(watch.spawners), {})
+            if (watch.backend, watch.job_id) not in found:  # could not ask: wait for the result
+                continue
+            status = found[(watch.backend, watch.job_id)]
+            if status is not None and status.active:
+                watch.missing_since = None
+                if status.running and not watch.future.running():
+                    watch.future.set_running_or_notify_cancel()
+                continue
+            if watch.store.has_result(watch.key):
+                _resolve(watch)
+                changed = True
+                continue
+            if watch.missing_since is None:
+                watch.missing_since = now
+            elif now - watch.missing_since > watch.grace():
+                _fail(watch.future, _job_gone(watch, status))
+                changed = True
+        return changed
+
+    @staticmethod
+    def _without_job(watch: _Watch, job: Optional[dict]) -> bool:
+        """Settle tasks that have no live job; True when the Future was resolved."""
+        from executorlib.scheduler import Scheduler
+
+        state = (job or {}).get("state")
+        if state == "cancelled":
+            _fail(watch.future, CancelledError(f"the job of task {watch.key} was cancelled"))
+            return True
+        if state == "claimed" and not Scheduler._claim_is_stale(job):  # type: ignore[arg-type]
+            watch.missing_since = None
+            return False
+        now = time.monotonic()
+        if watch.missing_since is None:
+            watch.missing_since = now
+            return False
+        if now - watch.missing_since <= NO_JOB_GRACE:
+            return False
+        if state == "claimed":
+            why = f"the process that claimed it ({job.get('host')}, pid {job.get('pid')}) ended before submitting a job"  # type: ignore[union-attr]
+        else:
+            why = "no job was submitted for it"
+        _fail(watch.future, JobFailedError(
+            f"task {watch.key} has no result and nothing will write one: {why}. Submit the call "
+            f"again with an Executor using cache_directory={str(watch.store.directory)!r}."))
+        return True
+
+
+_WATCHER = _Watcher()
+
+
+def _fail(future: Future, error: BaseException) -> None:
+    if not future.done() and (future.running() or future.set_running_or_notify_cancel()):
+        future.set_exception(error)
+
+
+def _resolve(watch: _Watch) -> None:
+    from executorlib.scheduler import resolve_from_store
+
+    resolve_from_store(watch.store, watch.key, watch.future)
+
+
+def _job_gone(watch: _Watch, status: Optional[JobStatus]) -> JobFailedError:
+    from executorlib.scheduler import log_tail
+
+    job_id = watch.job_id
+    final = status.state if status is not None else None
+    try:
+        spawner = watch.spawners.get(watch.backend)
+        final = spawner.final_state(job_id) or final  # type: ignore[arg-type]
+        what = spawner.describe(job_id)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001
+        what = f"job {job_id}"
+    final = final or "UNKNOWN (no longer known to the scheduler)"
+    message = f"{what} for task {watch.key} ended in state {final} without writing a result."
+    tail = log_tail(watch.store.log_path(watch.key))
+    if tail:
+        message += f"\nLast lines of {watch.store.log_path(watch.key)}:\n{tail}"
+    return JobFailedError(message, job_id=job_id, state=final)
+
+
+def get_future_from_cache(cache_directory: PathLike, key: str, backend: Optional[str] = None) -> Future:
+    """A Future of the task ``key`` in ``cache_directory``, resolved when its result appears.
+
+    A finished task resolves at once (its stored error is raised by ``result()``). Otherwise a
+    background thread watches the task: the Future fails with JobFailedError when its job is known
+    to be gone without a result (asked through ``backend``, by default the backend recorded in the
+    task's job.json), or when nothing was submitted to run it. The Future may be passed as an
+    argument to ``Executor.submit`` like any Future of an Executor.
+    """
+    store = _open_store(cache_directory)
+    if not store.has_result(key) and not store.has_task(key):
+        known = store.keys()
+        close = [k for k in known if k.startswith(key)]
+        hint = f" Did you mean {close[0]!r}?" if len(close) == 1 else ""
+        raise KeyError(f"task {key!r} is not in cache directory {str(store.directory)!r} "
+                       f"({len(known)} task(s) there).{hint}")
+    future: Future = Future()
+    future._executorlib_key = key  # type: ignore[attr-defined]
+    if store.has_result(key):
+        _resolve(_Watch(store, key, future, _Spawners()))
+        return future
+    spawners = _WATCHER.spawners(backend)
+    if backend is not None:
+        spawners.get(None)  # an unknown backend or a missing package fails here, not later
+    else:
+        job = store.read_job(key)
+        if job and job.get("state") == "submitted":
+            spawners.get(job.get("backend"))
+    _WATCHER.add(_Watch(store, key, future, spawners))
+    return future
+
+
+# -- cancel_cache_jobs and clean_cache -------------------------------------------------------------
+def _live_job(record: dict, job: Optional[dict]) -> bool:
+    """True while a job (or a live submitter's claim) may still write into the task folder."""
+    from executorlib.scheduler import Scheduler
+
+    if record["state"] not in ("pending", "running") or not job:
+        return False
+    if job.get("state") == "submitted":
+        return True
+    return job.get("state") == "claimed" and not Scheduler._claim_is_stale(job)
+
+
+def _cancel(store: TaskStore, pairs: list[tuple[dict, Optional[dict]]], spawners: _Spawners) -> list[str]:
+    by_backend: dict[Optional[str], list[tuple[dict, dict]]] = {}
+    for record, job in pairs:
+        if job and job.get("state") == "submitted" and record["state"] in ("pending", "running"):
+            by_backend.setdefault(job.get("backend"), []).append((record, job))
+    cancelled = []
+    for backend, items in by_backend.items():
+        spawner = spawners.get(backend)  # before marking: a missing backend raises, changes nothing
+        for record, job in items:
+            write_cancelled(store, record["key"], job)
+        spawner.cancel([str(job["job_id"]) for _, job in items])
+        for record, _ in items:
+            record["state"] = "cancelled"
+            cancelled.append(record["key"])
+    return cancelled
+
+
+def cancel_cache_jobs(cache_directory: PathLike, keys: Optional[Iterable[str]] = None) -> list[str]:
+    """Cancel the queued and running jobs of the cache (or of the tasks ``keys``) through the
+    backend recorded for each; return the keys whose jobs were cancelled.
+
+    Their job.json records the cancellation: Executors following these tasks fail them with
+    CancelledError, and a later submission of the same call runs it again.
+    """
+    store = _open_store(cache_directory)
+    spawners = _Spawners()
+    try:
+        return _cancel(store, _collect(store, keys, True, spawners), spawners)
+    finally:
+        spawners.close()
+
+
+def _seconds(older_than: Union[None, float, int, datetime.timedelta]) -> Optional[float]:
+    if older_than is None:
+        return None
+    if isinstance(older_than, datetime.timedelta):
+        seconds = older_than.total_seconds()
+    elif isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
+        seconds = float(older_than)
+    else:
+        raise TypeError(f"older_than must be seconds (a number) or a datetime.timedelta, got {older_than!r}")
+    if seconds < 0:
+        raise ValueError(f"older_than must not be negative, got {older_than!r}")
+    return seconds
+
+
+def _select(pairs: list[tuple[dict, Optional[dict]]], states: Optional[Iterable[str]],
+            older_than: Optional[float], keys: Optional[Iterable[str]]) -> list[tuple[dict, Optional[dict]]]:
+    wanted_states = None
+    if states is not None:
+        wanted_states = {states} if isinstance(states, str) else set(states)
+        unknown = wanted_states - set(STATES)
+        if unknown:
+            raise ValueError(f"unknown state(s) {', '.join(sorted(map(repr, unknown)))}; "
+                             f"valid states are: {', '.join(STATES)}")
+    wanted_keys = None if keys is None else ({keys} if isinstance(keys, str) else set(keys))
+    now = time.time()
+    selected = []
+    for record, job in pairs:
+        if wanted_keys is not None and record["key"] not in wanted_keys:
+            continue
+        if wanted_states is not None and record["state"] not in wanted_states:
+            continue
+        if older_than is not None:
+            last = record["finished"] or record["submitted"] or record["created"]
+            if last is None:
+                try:
+                    last = os.stat(record["path"]).st_mtime
+                except OSError:
+                    continue
+            if now - last < older_than:
+                continue
+        selected.append((record, job))
+    return selected
+
+
+def _delete(store: TaskStore, key: str) -> bool:
+    """Remove a task folder: renamed away first, so it vanishes at once for every reader."""
+    folder = store.task_dir(key)
+    trash = store.directory / f".deleted-{key}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:
+        return False
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def _clean(cache_directory: PathLike, states: Optional[Iterable[str]] = None,
+           older_than: Union[None, float, datetime.timedelta] = None,
+           keys: Optional[Iterable[str]] = None, dry_run: bool = False,
+           force: bool = False) -> tuple[list[dict], list[dict]]:
+    """clean_cache, also returning the selected tasks it kept because their jobs are live."""
+    seconds = _seconds(older_than)
+    store = _open_store(cache_directory)
+    spawners = _Spawners()
+    try:
+        selected = _select(_collect(store, keys, True, spawners), states, seconds, keys)
+        live = [(r, j) for r, j in selected if _live_job(r, j)]
+        kept = [] if force else [r for r, _ in live]
+        doomed = selected if force else [(r, j) for r, j in selected if not _live_job(r, j)]
+        if dry_run:
+            return [r for r, _ in doomed], kept
+        if force and live:
+            _cancel(store, live, spawners)
+        deleted = [record for record, _ in doomed if _delete(store, record["key"])]
+        return deleted, kept
+    finally:
+        spawners.close()
+
+
+def clean_cache(cache_directory: PathLike, states: Optional[Iterable[str]] = None,
+                older_than: Union[None, float, datetime.timedelta] = None,
+                keys: Optional[Iterable[str]] = None, dry_run: bool = False,
+                force: bool = False) -> list[dict]:
+    """Delete task folders of the cache; return the records (as get_cache_data) of those deleted.
+
+    Selects tasks whose state is in ``states``, whose last activity (finished, else submitted,
+    else created) is at least ``older_than`` ago (seconds or a timedelta) and whose key is in
+    ``keys``; no filter at all selects every task (a purge). Tasks whose jobs are still queued or
+    running are kept unless ``force=True``, which cancels their jobs first. ``dry_run=True`` only
+    returns what would be deleted.
+    """
+    return _clean(cache_directory, states, older_than, keys, dry_run, force)[0]
