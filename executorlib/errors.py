@@ -38,6 +38,9 @@ class JobFailedError(ExecutorlibError):
         self.job_id = job_id
         self.state = state
 
+    def __reduce__(self):
+        return type(self), (str(self), self.job_id, self.state), self.__dict__
+
 
 class SubmissionError(ExecutorlibError):
     """The job scheduler refused to take a task (sbatch or flux failed)."""
@@ -52,6 +55,10 @@ class RemoteError(ExecutorlibError):
     def __init__(self, remote_type: str, message: str):
         super().__init__(f"{remote_type}: {message}")
         self.remote_type = remote_type
+        self.message = message
+
+    def __reduce__(self):  # pickled by the worker: keep both constructor arguments
+        return type(self), (self.remote_type, self.message), self.__dict__
 
 
 class MissingDependencyError(ImportError):

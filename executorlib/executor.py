@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import importlib
 import os
 import shutil
@@ -25,6 +27,40 @@ BACKENDS: dict[str, tuple[str, str, bool]] = {
     "slurm_submission": ("executorlib.spawners.slurm", "SlurmSpawner", True),
     "flux_submission": ("executorlib.spawners.flux", "FluxSpawner", True),
 }
+
+
+class _TaskCounts:
+    """How many Futures of an Executor are pending, running, done and failed (for repr()).
+
+    Its done-callbacks reference this object only, never the Executor, so that a dropped Executor
+    is still collected while its Futures are alive.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._unfinished: set[Future] = set()
+        self._done = 0
+        self._failed = 0
+
+    def track(self, future: Future) -> None:
+        with self._lock:
+            self._unfinished.add(future)
+        future.add_done_callback(self._finished)
+
+    def _finished(self, future: Future) -> None:
+        failed = future.cancelled() or future.exception() is not None
+        with self._lock:
+            self._unfinished.discard(future)
+            if failed:
+                self._failed += 1
+            else:
+                self._done += 1
+
+    def __str__(self) -> str:
+        with self._lock:
+            running = sum(1 for f in self._unfinished if f.running())
+            pending = len(self._unfinished) - running
+            return f"{pending} pending, {running} running, {self._done} done, {self._failed} failed"
 
 
 def _future_key(future: Future) -> str:
@@ -87,6 +123,7 @@ class Executor(_BaseExecutor):
         self._disable_dependencies = disable_dependencies
         self._lock = threading.Lock()
         self._shutdown = False
+        self._counts = _TaskCounts()  # for repr()
 
         self._graph = None
         if plot_dependency_graph:
@@ -97,7 +134,6 @@ class Executor(_BaseExecutor):
         self._temporary_cache: Optional[str] = None
         if cache_directory is None:
             self._temporary_cache = tempfile.mkdtemp(prefix="executorlib-")
-            self._cleanup = weakref.finalize(self, shutil.rmtree, self._temporary_cache, True)
             cache_directory = self._temporary_cache
         self._store = TaskStore(cache_directory)
 
@@ -108,7 +144,18 @@ class Executor(_BaseExecutor):
             options.update(max_workers=max_workers, max_cores=max_cores)
         spawner_class = getattr(importlib.import_module(module_name), class_name)
         self._spawner = spawner_class(**options)
-        self._scheduler = Scheduler(self._store, self._spawner, refresh_rate=refresh_rate)
+        remove_cache = None
+        if self._temporary_cache is not None:
+            remove_cache = functools.partial(shutil.rmtree, self._temporary_cache, True)
+        self._scheduler = Scheduler(self._store, self._spawner, refresh_rate=refresh_rate,
+                                    on_exit=remove_cache)
+        if self._temporary_cache is not None:
+            # The scheduler thread removes the temporary cache after its last task, also when
+            # the Executor is dropped without shutdown() (its Futures still resolve); the
+            # interpreter's exit waits for unfinished tasks first, as concurrent.futures does.
+            self._cleanup = weakref.finalize(self, self._scheduler.shutdown, False)
+            self._cleanup.atexit = False
+            atexit.register(self._scheduler.shutdown)
 
     @staticmethod
     def _check_arguments(backend, submission, max_workers, max_cores, cache_directory,
@@ -168,6 +215,7 @@ class Executor(_BaseExecutor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             future: Future = Future()
+            self._counts.track(future)
             fn_name = function_name(fn)
             try:
                 key = compute_key(fn, args, kwargs, name=fn_name)
@@ -178,6 +226,7 @@ class Executor(_BaseExecutor):
             future._executorlib_key = key  # type: ignore[attr-defined]
             if self._graph is not None:
                 self._graph.add(key, fn_name, args, kwargs, parents)
+                future.set_result(None)  # plotting only: nothing runs, results are None
                 return future
             if self._store.has_result(key):
                 resolve_from_store(self._store, key, future)
@@ -204,7 +253,9 @@ class Executor(_BaseExecutor):
         if self._graph is not None and not already:
             self._graph.draw()
         if wait and self._temporary_cache is not None:
-            self._cleanup()
+            self._cleanup.detach()
+            atexit.unregister(self._scheduler.shutdown)
+            shutil.rmtree(self._temporary_cache, ignore_errors=True)  # done by the thread already
 
     # -- conveniences --------------------------------------------------------------------------------
     @property
@@ -218,4 +269,4 @@ class Executor(_BaseExecutor):
     def __repr__(self) -> str:
         state = "shut down" if self._shutdown else "running"
         return (f"<executorlib.Executor backend={self._backend!r} cache={self.cache_directory!r} "
-                f"{state}, {self._scheduler.pending} unfinished task(s)>")
+                f"{state}: {self._counts}>")

@@ -459,7 +459,12 @@ class Scheduler:
         return changed
 
     def _check_dead_dependency(self, entry: _Entry) -> bool:
-        """SLURM holds a job whose parent failed forever: fail it from the parent's outcome."""
+        """The job scheduler holds a job forever because a job it depends on did not succeed.
+
+        If a parent failed, the task fails with the parent's error. Otherwise the parent's job was
+        replaced (a reattached parent whose job vanished and was submitted again): cancel the held
+        job and submit the task again against the parents' current job ids.
+        """
         for parent_key in entry.task.parents:
             if self.store.has_result(parent_key):
                 info = self.store.read_result_info(parent_key)
@@ -468,7 +473,22 @@ class Scheduler:
                         f"task {entry.task.key} cannot run: its parent task {parent_key} failed "
                         f"with {info['error_type']}: {info['error_message']}"))
                     return True
-        return False
+        if entry.job_id is None:
+            return False
+        key, old_job = entry.task.key, entry.job_id
+        self._cancel_jobs([old_job])
+        self._by_job.pop(old_job, None)
+        entry.job_id, entry.attached, entry.missing_since = None, False, None
+        record = self.store.read_job(key)
+        if record is not None and record.get("job_id") == old_job:
+            release_if_unchanged(self.store, key, record)
+        for parent_key in entry.task.parents:
+            parent_entry = self._entries.get(parent_key)
+            if parent_entry is not None and parent_entry.job_id is None:
+                entry.waiting_on.add(parent_key)  # wait for the parent's new job id
+                parent_entry.children.append(key)
+        self._take_over_or_claim(entry)
+        return True
 
     def _job_failure(self, entry: _Entry, job_id: str, state: Optional[str]) -> JobFailedError:
         final = self.spawner.final_state(job_id) or state or "UNKNOWN (no longer known to the scheduler)"

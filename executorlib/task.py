@@ -12,8 +12,10 @@ paths never reach the hash. Resources are not part of the key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import os
 import re
 import sys
 import types
@@ -129,6 +131,13 @@ class _KeyPickler(cloudpickle.CloudPickler):
     sorted so that string hash randomisation cannot reorder them.
     """
 
+    def persistent_id(self, obj: Any) -> Any:
+        # the C pickler never calls reducer_override for sets (nor dicts, lists, tuples, str),
+        # but it asks persistent_id about every object, also inside containers
+        if type(obj) in (set, frozenset):
+            return _stable_set, type(obj).__name__, tuple(sorted(obj, key=_sort_key))
+        return None
+
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.CodeType):
             return _stable_code, (
@@ -152,9 +161,54 @@ class _KeyPickler(cloudpickle.CloudPickler):
                 if k not in ("__dict__", "__weakref__", "__doc__")
             }
             return _stable_class, (obj.__qualname__, obj.__bases__, members)
-        if type(obj) in (set, frozenset):
-            return _stable_set, (type(obj).__name__, sorted(obj, key=_sort_key))
-        return super().reducer_override(obj)
+        if isinstance(obj, types.FunctionType) and _is_user_code(obj) and _is_importable(obj):
+            # pickled by name, yet its code is the user's own and may change between runs
+            return _stable_function, (obj.__module__, obj.__qualname__, obj.__code__,
+                                      obj.__defaults__, obj.__kwdefaults__)
+        reduced = super().reducer_override(obj)
+        if isinstance(obj, types.FunctionType):
+            reduced = _without_file(reduced)
+        return reduced
+
+
+def _stable_function(*fields: Any) -> None:  # pragma: no cover - never called, only named in pickles
+    """Marker named in key pickles in place of a function of the user's own modules."""
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_roots() -> tuple[str, ...]:
+    """Folders holding the standard library and installed packages."""
+    import sysconfig
+
+    roots = {sysconfig.get_paths().get(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
+
+
+@functools.lru_cache(maxsize=1024)
+def _module_is_user_code(module_name: str) -> bool:
+    path = getattr(sys.modules.get(module_name), "__file__", None)
+    if not path or module_name.split(".")[0] == "executorlib":
+        return False  # a built-in or namespace module
+    return not os.path.realpath(path).startswith(_installed_roots())
+
+
+def _is_user_code(fn: types.FunctionType) -> bool:
+    """True for functions of the user's own modules (next to the script, or installed editable),
+    False for the standard library and installed packages, which are keyed by name."""
+    return _module_is_user_code(fn.__module__ or "")
+
+
+def _without_file(reduced: Any) -> Any:
+    """Drop ``__file__`` from the module globals cloudpickle stores with a function by value
+    (``(_make_function, (code, base_globals, ...), ...)``): a script's path is not its code."""
+    if not (isinstance(reduced, tuple) and len(reduced) > 1 and isinstance(reduced[1], tuple)):
+        return reduced
+    newargs = tuple(
+        {k: v for k, v in a.items() if k != "__file__"} if isinstance(a, dict) and "__file__" in a else a
+        for a in reduced[1]
+    )
+    return (reduced[0], newargs, *reduced[2:])
 
 
 def _sort_key(item: Any) -> bytes:

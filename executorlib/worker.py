@@ -18,12 +18,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from executorlib.errors import DependencyError
 from executorlib.store import TaskStore
 from executorlib.task import fill_futures
 
 
-class _ParentFailed(Exception):
-    pass
+class _ParentFailed(DependencyError):
+    """A parent's result is missing or an error; stored as a plain DependencyError."""
 
 
 def _load_call(store: TaskStore, key: str) -> tuple[Any, tuple, dict]:
@@ -51,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     use_mpi = "--mpi" in argv
     argv = [a for a in argv if a != "--mpi"]
-    if len(argv) != 1:
-        print("usage: python -m executorlib.worker [--mpi] TASK_FOLDER", file=sys.stderr)
+    usage = "usage: python -m executorlib.worker [--mpi] TASK_FOLDER"
+    if argv in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    if len(argv) != 1 or not (Path(argv[0]) / "task.h5").is_file():
+        print(usage if len(argv) != 1 else f"{usage}\nno task file {Path(argv[0]).absolute() / 'task.h5'}",
+              file=sys.stderr)
         return 2
     task_dir = Path(argv[0]).absolute()
     store = TaskStore(task_dir.parent, create=False)
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(info["resources"]["cwd"])
     except _ParentFailed as error:
         fn = None
-        load_error: tuple | None = (error, traceback.format_exc())
+        load_error: tuple | None = (DependencyError(str(error)), traceback.format_exc())
     except Exception as error:  # noqa: BLE001
         if rank == 0:
             traceback.print_exc()

@@ -1,0 +1,122 @@
+"""An in-process spawner for unit tests of the scheduler loop.
+
+It implements the seam of :mod:`executorlib.spawners.base` with threads that call the real worker
+(``executorlib.worker.main``), so a task runs in microseconds instead of a process start. The
+``DependencySpawner`` variant behaves like a batch scheduler: a job is accepted at once with its
+parents' job ids and starts only after they all COMPLETED (``afterok``); a job whose parent failed
+stays PENDING with reason ``DependencyNeverSatisfied``, as SLURM keeps it.
+
+Knobs for the tests: ``refuse`` (function names whose submission fails), ``lose`` (function names
+whose job ends in ``NODE_FAIL`` without running), ``hold`` (an Event every job waits for before it
+starts), ``status_failures`` (how many ``states`` calls raise before answering), ``capacity`` (a
+predicate on the resources: False keeps a ready task waiting for a slot).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Optional
+
+from executorlib.errors import SubmissionError
+from executorlib.spawners.base import JobSpec, JobStatus, Spawner
+
+
+class _Job:
+    def __init__(self, spec: JobSpec, dependencies: list[str]):
+        self.spec = spec
+        self.dependencies = dependencies
+        self.state = "PENDING"
+        self.reason = ""
+        self.cancelled = threading.Event()
+
+
+class ThreadSpawner(Spawner):
+    name = "thread"
+    submits_with_dependencies = False
+    max_poll_interval = 0.02
+    result_grace_period = 0.05
+
+    def __init__(self, max_workers: Optional[int] = None, max_cores: Optional[int] = None):
+        self.submitted: list[tuple[str, list[str]]] = []  # (function name, dependencies)
+        self.cancelled: list[str] = []
+        self.refuse: set[str] = set()
+        self.lose: set[str] = set()
+        self.hold = threading.Event()
+        self.hold.set()
+        self.status_failures = 0
+        self.capacity = lambda resources: True  # has_capacity(resources)
+        self._jobs: dict[str, _Job] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def has_capacity(self, resources: dict) -> bool:
+        return self.capacity(resources)
+
+    def submit(self, job: JobSpec, dependencies: list[str]) -> str:
+        if job.function_name in self.refuse:
+            raise SubmissionError(f"sbatch: error: invalid partition for {job.function_name}")
+        job_id = f"j{next(self._ids)}"
+        with self._lock:
+            self._jobs[job_id] = _Job(job, list(dependencies))
+            self.submitted.append((job.function_name, list(dependencies)))
+        threading.Thread(target=self._run, args=(job_id,), daemon=True).start()
+        return job_id
+
+    def _dependencies_state(self, job: _Job) -> str:
+        with self._lock:
+            states = [self._jobs[d].state for d in job.dependencies if d in self._jobs]
+        if any(s not in ("PENDING", "RUNNING", "COMPLETED") for s in states):
+            return "never"
+        return "ok" if all(s == "COMPLETED" for s in states) else "wait"
+
+    def _run(self, job_id: str) -> None:
+        from executorlib.worker import main
+
+        job = self._jobs[job_id]
+        while not job.cancelled.is_set():
+            state = self._dependencies_state(job)
+            if state == "ok" and self.hold.is_set():
+                break
+            job.reason = "DependencyNeverSatisfied" if state == "never" else "Dependency"
+            job.cancelled.wait(0.005)
+        else:
+            return
+        if job.spec.function_name in self.lose:
+            job.state = "NODE_FAIL"
+            return
+        job.state = "RUNNING"
+        code = main([str(job.spec.task_dir)])
+        if not job.cancelled.is_set():
+            job.state = "COMPLETED" if code == 0 else "FAILED"
+
+    def states(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        if self.status_failures > 0:
+            self.status_failures -= 1
+            raise RuntimeError("squeue: error: slurm_load_jobs error: Socket timed out")
+        out = {}
+        with self._lock:
+            for job_id in job_ids:
+                job = self._jobs.get(job_id)
+                if job is not None and job.state in ("PENDING", "RUNNING"):
+                    out[job_id] = JobStatus(job.state, active=True, running=job.state == "RUNNING",
+                                            reason=job.reason if job.state == "PENDING" else "")
+        return out
+
+    def final_state(self, job_id: str) -> Optional[str]:
+        job = self._jobs.get(job_id)
+        return job.state if job is not None else None
+
+    def cancel(self, job_ids: list[str]) -> None:
+        with self._lock:
+            for job_id in job_ids:
+                self.cancelled.append(job_id)
+                job = self._jobs.get(job_id)
+                if job is not None and job.state in ("PENDING", "RUNNING"):
+                    job.state = "CANCELLED"
+                    job.cancelled.set()
+
+
+class DependencySpawner(ThreadSpawner):
+    name = "thread_deps"
+    submits_with_dependencies = True
