@@ -77,11 +77,28 @@ class BatchSpawner(Spawner):
                 raise ValueError(f"pysqa_config_directory {str(directory)!r} cannot be used: {error}") from None
             self._uses_config = True
         else:
-            self._adapter = QueueAdapter(queue_type=self.queue_type, execute_command=_pysqa_execute)
+            self._adapter = self.make_adapter()
             self._uses_config = False
         self._default_template = (TEMPLATE_DIR / self.template_name).read_text()
 
+    def check_resources(self, resources: dict) -> None:
+        if self._uses_config and resources.get("submission_template"):
+            raise ValueError(
+                "resource_dict['submission_template'] cannot be combined with "
+                "pysqa_config_directory: the job script comes from the queue's template in "
+                "queue.yaml. Drop one of the two."
+            )
+
     # -- hooks for subclasses ---------------------------------------------------------------------
+    def make_adapter(self) -> Any:
+        """The submitter without a pysqa_config_directory: pysqa's adapter for ``queue_type``.
+
+        It must offer pysqa's ``submit_job(**template_variables, submission_template=...)``.
+        """
+        from pysqa import QueueAdapter
+
+        return QueueAdapter(queue_type=self.queue_type, execute_command=_pysqa_execute)
+
     def launch_command(self, resources: dict, worker: list[str]) -> list[str]:
         """The command line inside the job: the worker, under the MPI launcher when cores > 1."""
         return worker
@@ -134,8 +151,8 @@ class BatchSpawner(Spawner):
         fixed = {k: context.pop(k) for k in ("job_name", "working_directory", "command",
                                               "dependency_list", "memory_max", "run_time_max", "cores")}
         if self._uses_config:
-            queue = context.pop("partition", None)
-            kwargs: dict[str, Any] = {"queue": queue}
+            # no partition given: the queue_primary of queue.yaml, not the cluster's default
+            kwargs: dict[str, Any] = {"queue": job.resources.get("partition")}
         else:
             kwargs = {"submission_template": template}
         try:
@@ -149,7 +166,9 @@ class BatchSpawner(Spawner):
         return str(job_id)
 
     # -- logs --------------------------------------------------------------------------------------
-    _OUTPUT_PATTERN = re.compile(r"^#\s*(?:SBATCH|flux:)\s+(?:--output[= ]|-o\s*)(\S+)", re.MULTILINE)
+    # "-o" is --output for sbatch only; in "# flux:" lines it means --setopt
+    _OUTPUT_PATTERN = re.compile(
+        r"^#\s*(?:SBATCH\s+(?:--output[= ]|-o\s*)|flux:\s+--output[= ])(\S+)", re.MULTILINE)
 
     def log_file(self, task_dir: Path, job_id: Optional[str] = None) -> Optional[Path]:
         """The job's output file, read off the submitted script (user templates choose their own)."""

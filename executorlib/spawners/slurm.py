@@ -8,6 +8,8 @@ own files say the rest.
 from __future__ import annotations
 
 import getpass
+import math
+import re
 from typing import Optional
 
 from executorlib.errors import SubmissionError
@@ -26,6 +28,8 @@ RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OU
 #: above this many jobs, ask for the user's jobs and filter, instead of listing ids on the command line
 MAX_IDS_PER_QUERY = 500
 SQUEUE_FORMAT = "%i|%T|%r"
+#: what ``--mem`` accepts: a whole number with an optional unit
+_MEMORY_PATTERN = re.compile(r"0*[1-9][0-9]*[KMGTkmgt]?")
 
 
 def slurm_time(seconds: int) -> str:
@@ -40,7 +44,8 @@ def slurm_memory(memory_max: object) -> str:
     megabytes = float(memory_max) * 1024  # type: ignore[arg-type]
     if megabytes % 1024 == 0:
         return f"{int(megabytes // 1024)}G"
-    return f"{int(round(megabytes))}M"
+    # rounded up, never to 0: SLURM reads --mem=0 as "all the memory of the node"
+    return f"{max(1, math.ceil(megabytes))}M"
 
 
 def parse_squeue(output: str) -> dict[str, JobStatus]:
@@ -72,13 +77,32 @@ class SlurmSpawner(BatchSpawner):
         self._final: dict[str, str] = {}
 
     # -- job script --------------------------------------------------------------------------------
+    def check_resources(self, resources: dict) -> None:
+        """Values that end up in ``#SBATCH`` lines must stay on their line (and inside quotes)."""
+        super().check_resources(resources)
+        for name in ("job_name", "partition", "account", "qos"):
+            value = resources.get(name)
+            if isinstance(value, str) and (not value.isprintable() or '"' in value):
+                raise ValueError(
+                    f"resource_dict[{name!r}] = {value!r} cannot be written to a SLURM job script: "
+                    "use printable characters without double quotes or line breaks"
+                )
+        memory = resources.get("memory_max")
+        if isinstance(memory, str) and not _MEMORY_PATTERN.fullmatch(memory.strip()):
+            raise ValueError(
+                f"resource_dict['memory_max'] = {memory!r} is not a SLURM memory size: use a "
+                "number of GB, or a string like '500M', '2G' or '1T'"
+            )
+
     def launch_command(self, resources: dict, worker: list[str]) -> list[str]:
+        """``srun`` for MPI (cores > 1, ``--mpi=pmi2`` unless slurm_cmd_args name one), and also
+        for one core when ``slurm_cmd_args`` are given, so that they are never dropped."""
         cores = resources["cores"]
-        if cores == 1:
-            return worker
         extra = list(resources.get("slurm_cmd_args") or [])
+        if cores == 1 and not extra:
+            return worker
         launcher = ["srun", "-n", str(cores), "-c", str(resources["threads_per_core"])]
-        if not any(arg.startswith("--mpi") for arg in extra):
+        if cores > 1 and not any(arg.startswith("--mpi") for arg in extra):
             launcher.append("--mpi=pmi2")
         return launcher + extra + worker
 
