@@ -367,7 +367,7 @@ def _resolve(watch: _Watch) -> None:
 
 
 def _job_gone(watch: _Watch, status: Optional[JobStatus]) -> JobFailedError:
-    from executorlib.scheduler import log_tail
+    from executorlib.scheduler import job_failure
 
     job_id = watch.job_id
     final = status.state if status is not None else None
@@ -377,12 +377,7 @@ def _job_gone(watch: _Watch, status: Optional[JobStatus]) -> JobFailedError:
         what = spawner.describe(job_id)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001
         what = f"job {job_id}"
-    final = final or "UNKNOWN (no longer known to the scheduler)"
-    message = f"{what} for task {watch.key} ended in state {final} without writing a result."
-    tail = log_tail(watch.store.log_path(watch.key))
-    if tail:
-        message += f"\nLast lines of {watch.store.log_path(watch.key)}:\n{tail}"
-    return JobFailedError(message, job_id=job_id, state=final)
+    return job_failure(watch.store, watch.key, job_id, final, what)
 
 
 def get_future_from_cache(cache_directory: PathLike, key: str, backend: Optional[str] = None) -> Future:

@@ -195,8 +195,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     except Exception:  # noqa: BLE001 - already reported in the record's error
         result_info = None
     details["traceback"] = (result_info or {}).get("traceback") or None
-    details["log"] = str(store.log_path(key))
-    details["log_tail"] = log_tail(store.log_path(key), lines=20) or None
+    log_path = store.job_log(key)
+    details["log"] = str(log_path)
+    details["log_tail"] = log_tail(log_path, lines=20) or None
     if args.json:
         _print_json(details)
         return 0

@@ -88,7 +88,8 @@ def log_tail(path: Optional[os.PathLike], lines: int = LOG_TAIL_LINES) -> str:
 class _Entry:
     """The scheduler's bookkeeping for one unresolved task."""
 
-    __slots__ = ("task", "job_id", "waiting_on", "children", "missing_since", "claimed", "attached")
+    __slots__ = ("task", "job_id", "waiting_on", "children", "missing_since", "claimed", "attached",
+                 "confirmed")
 
     def __init__(self, task: Task):
         self.task = task
@@ -98,6 +99,10 @@ class _Entry:
         self.missing_since: Optional[float] = None
         self.claimed = False
         self.attached = False  # the job was submitted by an earlier run or another process
+        # False for an attached job until a status query shows it queued or running: a job of an
+        # earlier run may have died, and children must not get afterok on a dead (or forgotten,
+        # which SLURM counts as satisfied) job id
+        self.confirmed = True
 
 
 class Scheduler:
@@ -224,7 +229,8 @@ class Scheduler:
                     self._fail(entry, problem)
                     return
             elif parent_entry is not None and parent_entry.task.future is parent:
-                if not (self.spawner.submits_with_dependencies and parent_entry.job_id):
+                if not (self.spawner.submits_with_dependencies and parent_entry.job_id
+                        and parent_entry.confirmed):
                     entry.waiting_on.add(parent_key)
                     parent_entry.children.append(key)
             else:  # a Future of another Executor: wait until it is done
@@ -266,8 +272,8 @@ class Scheduler:
     def _attach(self, entry: _Entry, job_id: str) -> None:
         entry.job_id = job_id
         entry.attached = True
+        entry.confirmed = False  # children wait until _poll sees the job alive
         self._by_job[job_id] = entry.task.key
-        self._released_for_submission(entry)
 
     @staticmethod
     def _claim_is_stale(record: dict) -> bool:
@@ -383,7 +389,8 @@ class Scheduler:
                 error = wrapped
             self._fail(entry, error)
             return
-        self.store.write_job(task.key, self.spawner.name, job_id)
+        self.store.write_job(task.key, self.spawner.name, job_id,
+                             log=self.spawner.log_file(task_dir, job_id))
         entry.job_id = job_id
         self._by_job[job_id] = task.key
         if not self.spawner.submits_with_dependencies:
@@ -421,6 +428,10 @@ class Scheduler:
                 continue
             status = states.get(job_id)
             if status is not None and status.active:
+                if not entry.confirmed:  # an attached job is alive: its children may go
+                    entry.confirmed = True
+                    self._released_for_submission(entry)
+                    changed = True
                 if status.running and not entry.task.future.running():
                     if not _set_running(entry.task.future):
                         self._on_cancelled(entry.task.future)
@@ -449,6 +460,7 @@ class Scheduler:
                     # a job of an earlier run that vanished without a result: submit it again
                     # (unless another process already did: then follow its claim or job)
                     entry.attached, entry.job_id, entry.missing_since = False, None, None
+                    entry.confirmed = True
                     if same_job:
                         release_if_unchanged(self.store, key, record)
                     self._take_over_or_claim(entry)
@@ -491,17 +503,8 @@ class Scheduler:
         return True
 
     def _job_failure(self, entry: _Entry, job_id: str, state: Optional[str]) -> JobFailedError:
-        final = self.spawner.final_state(job_id) or state or "UNKNOWN (no longer known to the scheduler)"
-        key = entry.task.key
-        log_path = self.spawner.log_file(self.store.task_dir(key), job_id) or self.store.log_path(key)
-        tail = log_tail(log_path)
-        message = (
-            f"{self.spawner.describe(job_id)} for task {key} ended in state {final} "
-            f"without writing a result."
-        )
-        if tail:
-            message += f"\nLast lines of {log_path}:\n{tail}"
-        return JobFailedError(message, job_id=job_id, state=final)
+        return job_failure(self.store, entry.task.key, job_id, self.spawner.final_state(job_id) or state,
+                           self.spawner.describe(job_id))
 
     # -- outcomes --------------------------------------------------------------------------------
     def _resolve(self, entry: _Entry) -> None:
@@ -581,6 +584,17 @@ class Scheduler:
         self._by_job.clear()
         self._ready.clear()
         self._claim_watch.clear()
+
+
+def job_failure(store: TaskStore, key: str, job_id: str, state: Optional[str], what: str) -> JobFailedError:
+    """The error of a task whose job ended without a result: state, job id, tail of its log."""
+    final = state or "UNKNOWN (no longer known to the scheduler)"
+    log_path = store.job_log(key)
+    message = f"{what} for task {key} ended in state {final} without writing a result."
+    tail = log_tail(log_path)
+    if tail:
+        message += f"\nLast lines of {log_path}:\n{tail}"
+    return JobFailedError(message, job_id=job_id, state=final)
 
 
 def _parent_problem(parent_key: str, parent: Future) -> Optional[DependencyError]:

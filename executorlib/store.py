@@ -236,10 +236,19 @@ class TaskStore:
         moved.unlink(missing_ok=True)
         return True
 
-    def write_job(self, key: str, backend: str, job_id: str) -> None:
+    def write_job(self, key: str, backend: str, job_id: str, log: Optional[os.PathLike | str] = None) -> None:
+        """Record the job of ``key``; ``log`` is its output file when not the default job.out."""
         record = {"state": "submitted", "backend": backend, "job_id": str(job_id),
                   "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+        if log is not None:
+            record["log"] = str(log)
         _write_json(self.path(key, JOB_FILE), record)
+
+    def job_log(self, key: str, record: Optional[dict] = None) -> Path:
+        """The output file of the task's job: as recorded at submission, else job.out."""
+        record = self.read_job(key) if record is None else record
+        logged = (record or {}).get("log")
+        return Path(logged) if logged else self.log_path(key)
 
     def read_job(self, key: str) -> Optional[dict]:
         try:
