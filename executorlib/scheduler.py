@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 from executorlib.errors import DependencyError, JobFailedError, SubmissionError
 from executorlib.spawners.base import JobSpec, Spawner, worker_command
-from executorlib.store import TaskStore, release_if_unchanged
+from executorlib.store import TaskStore
 from executorlib.task import Task
 
 __all__ = ["Scheduler", "resolve_from_store"]
@@ -258,7 +258,7 @@ class Scheduler:
         elif record.get("state") == "claimed" and not self._claim_is_stale(record):
             self._claim_watch.add(key)
         else:  # a dead claimant, a cancelled job or a job of another backend: submit again
-            release_if_unchanged(self.store, key, record)
+            self.store.release_stale_claim(key, record)
             if self.store.claim(key, self.spawner.name):
                 self._claimed(entry)
             else:
@@ -462,7 +462,7 @@ class Scheduler:
                     entry.attached, entry.job_id, entry.missing_since = False, None, None
                     entry.confirmed = True
                     if same_job:
-                        release_if_unchanged(self.store, key, record)
+                        self.store.release_stale_claim(key, record)
                     self._take_over_or_claim(entry)
                 else:
                     state = status.state if status is not None else None
@@ -493,7 +493,7 @@ class Scheduler:
         entry.job_id, entry.attached, entry.missing_since = None, False, None
         record = self.store.read_job(key)
         if record is not None and record.get("job_id") == old_job:
-            release_if_unchanged(self.store, key, record)
+            self.store.release_stale_claim(key, record)
         for parent_key in entry.task.parents:
             parent_entry = self._entries.get(parent_key)
             if parent_entry is not None and parent_entry.job_id is None:

@@ -221,10 +221,12 @@ class TaskStore:
                   "pid": os.getpid(), "time": time.time()}
         return _write_json(self.path(key, JOB_FILE), record, exclusive=True)
 
-    def release_stale_claim(self, key: str) -> bool:
+    def release_stale_claim(self, key: str, expected: Optional[dict] = None) -> bool:
         """Remove a dead submitter's record so that this process may claim the task.
 
         Renaming is atomic: of several processes that find the same stale record only one wins.
+        With ``expected`` (the record judged stale) a record that another process replaced in the
+        meantime is put back and False is returned.
         """
         path = self.path(key, JOB_FILE)
         moved = _temporary_name(path)
@@ -232,9 +234,22 @@ class TaskStore:
             os.rename(path, moved)
         except FileNotFoundError:
             return False
-        # only our own temporary name: another process's claim may be in flight as a .tmp file
-        moved.unlink(missing_ok=True)
-        return True
+        try:  # only our own temporary name: another process's claim may be in flight as a .tmp
+            if expected is None:
+                return True
+            try:
+                current = json.loads(moved.read_text())
+            except (ValueError, OSError):
+                current = None
+            if current is not None and current != expected:
+                try:
+                    os.link(moved, path)  # put the newer record back, unless yet another exists
+                except FileExistsError:
+                    pass
+                return False
+            return True
+        finally:
+            moved.unlink(missing_ok=True)
 
     def write_job(self, key: str, backend: str, job_id: str, log: Optional[os.PathLike | str] = None) -> None:
         """Record the job of ``key``; ``log`` is its output file when not the default job.out."""
@@ -363,34 +378,6 @@ def _qualified_name(cls: type) -> str:
 
 
 # -- helpers for the cache tools (executorlib.cache, the CLI) and the scheduler's takeover ---------
-
-
-def release_if_unchanged(store: TaskStore, key: str, expected: dict) -> bool:
-    """Remove the job record of ``key`` only if it still is ``expected`` (the record judged stale).
-
-    Another process may have replaced it with a fresh claim in the meantime: that one is put back,
-    so of several processes that find the same stale record only one takes the task over.
-    """
-    path = store.path(key, JOB_FILE)
-    moved = _temporary_name(path)
-    try:
-        os.rename(path, moved)
-    except FileNotFoundError:
-        return False
-    try:
-        try:
-            current = json.loads(moved.read_text())
-        except (ValueError, OSError):
-            current = None
-        if current is not None and current != expected:
-            try:
-                os.link(moved, path)  # put the newer record back, unless yet another exists
-            except FileExistsError:
-                pass
-            return False
-        return True
-    finally:
-        moved.unlink(missing_ok=True)
 
 
 def write_cancelled(store: TaskStore, key: str, record: dict) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
-from executorlib.store import JOB_FILE, TaskStore, release_if_unchanged
+from executorlib.store import JOB_FILE, TaskStore
 from tests.cache.conftest import dead_pid, store_call
 from tests.cache.funcs import count_runs, double, record_run
 
@@ -70,12 +70,12 @@ def test_a_stale_record_is_released_only_while_unchanged(tmp_path):
 
     # another process replaced the stale record meanwhile: its claim stays
     path.write_text(json.dumps(fresh))
-    assert release_if_unchanged(store, key, stale) is False
+    assert store.release_stale_claim(key, stale) is False
     assert store.read_job(key) == fresh
     # the record judged stale is still there: released
-    assert release_if_unchanged(store, key, fresh) is True
+    assert store.release_stale_claim(key, fresh) is True
     assert store.read_job(key) is None
-    assert release_if_unchanged(store, key, fresh) is False  # nothing left to release
+    assert store.release_stale_claim(key, fresh) is False  # nothing left to release
     assert not [p for p in store.task_dir(key).iterdir() if p.name.endswith(".tmp")]
 
 
