@@ -86,15 +86,29 @@ class Executor(_BaseExecutor):
             by key. See :data:`executorlib.resources.RESOURCE_KEYS`.
         pysqa_config_directory: a pysqa configuration directory (queue.yaml and templates) to use
             instead of pysqa's built-in SLURM/flux support.
-        block_allocation, init_function: not available in the HPC submission mode (each task is
-            its own job); not provided by this release's local backend either.
+        block_allocation: local backend only: run the tasks in a fixed pool of persistent Python
+            workers (``max_workers`` of them, default ``max_cores // cores`` or the CPU count
+            divided by ``cores``), started once with the Executor's ``resource_dict``, so the
+            interpreter start and the imports are paid once per worker instead of once per task.
+            A ``submit(..., resource_dict=...)`` that changes what a started worker cannot change
+            (``cores``, ``threads_per_core``, ``openmpi_oversubscribe``) raises ValueError. With
+            ``cores > 1`` each worker is an MPI job whose ranks all take every task. Cancelling
+            a running task, or its ``run_time_max``, kills its worker; a worker that dies fails
+            only its task, and the pool starts a new one. Not available in the HPC submission
+            mode (each task is its own job).
+        init_function: with ``block_allocation=True``: a callable without arguments that runs
+            once in each worker when it starts and returns a dict; each task's function gets the
+            values of the parameters that the call leaves out and whose names are keys of that
+            dict (an argument given by the call wins), e.g. a model loaded once per worker. The
+            init function is part of every task's cache key.
         disable_dependencies: make Future arguments an error instead of dependencies.
         refresh_rate: seconds between two polls of the scheduler while things change; the interval
             backs off while nothing changes.
         plot_dependency_graph: record the submitted tasks and draw their dependency graph at
-            shutdown instead of running them.
-        plot_dependency_graph_filename: where to draw it (default: inline in Jupyter, else
-            ``dependency_graph.png``).
+            shutdown instead of running them: every Future resolves at once with ``None``.
+        plot_dependency_graph_filename: where to draw it, in the format of its extension
+            (``.png``, ``.svg``, ``.pdf``, ``.dot``); default: inline in Jupyter, else
+            ``dependency_graph.png``. See :mod:`executorlib.graph`.
     """
 
     def __init__(
@@ -115,12 +129,15 @@ class Executor(_BaseExecutor):
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not known. Valid backends are: {', '.join(map(repr, BACKENDS))}")
         module_name, class_name, submission = BACKENDS[backend]
+        if block_allocation and not submission:
+            module_name, class_name = "executorlib.spawners.pool", "WorkerPoolSpawner"
         self._check_arguments(backend, submission, max_workers, max_cores, cache_directory,
                               block_allocation, init_function, refresh_rate, pysqa_config_directory)
         self._backend = backend
         self._default_resources = dict(resource_dict or {})
         merge_resources(self._default_resources, None)  # validate now, not at the first submit
         self._disable_dependencies = disable_dependencies
+        self._key_extra = init_function  # the values it returns change results: part of the key
         self._lock = threading.Lock()
         self._shutdown = False
         self._counts = _TaskCounts()  # for repr()
@@ -142,8 +159,16 @@ class Executor(_BaseExecutor):
             options["pysqa_config_directory"] = pysqa_config_directory
         else:
             options.update(max_workers=max_workers, max_cores=max_cores)
+        if block_allocation and not submission:
+            options.update(resources=self._default_resources, init_function=init_function,
+                           cache_directory=self._store.directory)
         spawner_class = getattr(importlib.import_module(module_name), class_name)
-        self._spawner = spawner_class(**options)
+        try:
+            self._spawner = spawner_class(**options)
+        except BaseException:
+            if self._temporary_cache is not None:
+                shutil.rmtree(self._temporary_cache, ignore_errors=True)
+            raise
         remove_cache = None
         if self._temporary_cache is not None:
             remove_cache = functools.partial(shutil.rmtree, self._temporary_cache, True)
@@ -181,10 +206,16 @@ class Executor(_BaseExecutor):
         else:
             if pysqa_config_directory is not None:
                 raise ValueError("pysqa_config_directory is only used by the submission backends")
-            if block_allocation or init_function is not None:
-                raise NotImplementedError(
-                    "block_allocation and init_function are not provided by this release of "
-                    "executorlib; every task starts a fresh Python process"
+            if init_function is not None and not callable(init_function):
+                raise TypeError(
+                    f"init_function must be a callable without arguments that returns a dict, "
+                    f"got {type(init_function).__name__}"
+                )
+            if init_function is not None and not block_allocation:
+                raise ValueError(
+                    "init_function requires block_allocation=True: it runs once in each "
+                    "persistent worker, and without block_allocation every task starts a fresh "
+                    "Python process"
                 )
             for name, value in (("max_workers", max_workers), ("max_cores", max_cores)):
                 if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -218,7 +249,7 @@ class Executor(_BaseExecutor):
             self._counts.track(future)
             fn_name = function_name(fn)
             try:
-                key = compute_key(fn, args, kwargs, name=fn_name)
+                key = compute_key(fn, args, kwargs, name=fn_name, extra=self._key_extra)
             except Exception as error:  # noqa: BLE001 - e.g. an argument that cannot be pickled
                 future._executorlib_key = f"{fn_name}_unpicklable"  # type: ignore[attr-defined]
                 future.set_exception(TypeError(f"cannot pickle the call {fn_name}(...): {error}"))

@@ -428,6 +428,12 @@ class Scheduler:
                 continue
             status = states.get(job_id)
             if status is not None and status.active:
+                if entry.attached and status.running and self.store.has_result(key):
+                    # another Executor's persistent worker outlives the task it ran for us
+                    del self._by_job[job_id]
+                    self._resolve(entry)
+                    changed = True
+                    continue
                 if not entry.confirmed:  # an attached job is alive: its children may go
                     entry.confirmed = True
                     self._released_for_submission(entry)

@@ -7,7 +7,9 @@ The key rule (documented in ``docs/cache.md``)::
 where every Future argument is replaced by a reference to its parent's key, so a chain of calls
 has stable keys too, and where functions and classes defined in ``__main__`` (a script or a
 notebook) are hashed by their code and values only: file names, line numbers, cell ids and kernel
-paths never reach the hash. Resources are not part of the key.
+paths never reach the hash. Resources are not part of the key. In an Executor with an
+``init_function`` (block allocation), the init function is hashed with the call, since the values
+it returns reach the function: ``pickle(function, args, kwargs, init_function)``.
 """
 
 from __future__ import annotations
@@ -228,8 +230,13 @@ class _HashWriter:
         return len(data)
 
 
-def compute_key(fn: Callable, args: tuple, kwargs: dict, name: Optional[str] = None) -> str:
-    """The cache key of ``fn(*args, **kwargs)``; Futures must already be FutureRefs."""
+def compute_key(fn: Callable, args: tuple, kwargs: dict, name: Optional[str] = None,
+                extra: Any = None) -> str:
+    """The cache key of ``fn(*args, **kwargs)``; Futures must already be FutureRefs.
+
+    ``extra``: something else the result depends on, hashed like an argument (the
+    ``init_function`` of a block allocation); ``None`` leaves the key as without it.
+    """
     sink = _HashWriter()
 
     def hash_buffer(buffer: Any) -> bool:
@@ -237,5 +244,8 @@ def compute_key(fn: Callable, args: tuple, kwargs: dict, name: Optional[str] = N
         return False  # keep the out-of-band buffer out of the stream, we hashed it already
 
     pickler = _KeyPickler(sink, protocol=5, buffer_callback=hash_buffer)
-    pickler.dump((fn, args, sorted(kwargs.items())))
+    if extra is None:
+        pickler.dump((fn, args, sorted(kwargs.items())))
+    else:
+        pickler.dump((fn, args, sorted(kwargs.items()), extra))
     return f"{name or function_name(fn)}_{sink.hash.hexdigest()[:KEY_HASH_CHARS]}"

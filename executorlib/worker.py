@@ -7,6 +7,11 @@ module's import time, so it imports the task store and nothing heavier.
 Exit codes: 0 the function returned; 1 the function raised (the error is stored, and SLURM sees
 the job as failed so that ``afterok`` dependents never start); 2 the task could not be loaded or
 its outcome could not be written.
+
+``python -m executorlib.worker --serve [--mpi] [--init INIT_FILE]`` is a persistent worker of a
+block allocation (``executorlib.spawners.pool``): it runs ``init_function`` once, then reads one
+task folder per line on stdin, runs each exactly as above (its output goes to the task's
+``job.out``) and answers ``done <folder> <exit code>`` on stdout, until stdin ends.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from executorlib.errors import DependencyError
 from executorlib.store import TaskStore
@@ -48,10 +53,141 @@ def _run(fn: Any, args: tuple, kwargs: dict) -> tuple[bool, Any, str]:
         return False, error, traceback.format_exc()
 
 
+def _with_init_values(fn: Any, args: tuple, kwargs: dict, init_values: dict) -> dict:
+    """``kwargs`` plus the init values named like parameters of ``fn`` that the call leaves out
+    (an argument given by the call wins)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+        given = signature.bind_partial(*args, **kwargs).arguments
+    except (TypeError, ValueError):  # no signature (some builtins), or a call that cannot bind
+        return kwargs
+    fillable = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    extra = {
+        name: init_values[name]
+        for name, parameter in signature.parameters.items()
+        if parameter.kind in fillable and name not in given and name in init_values
+    }
+    return {**kwargs, **extra} if extra else kwargs
+
+
+def _load_init(init_file: str) -> tuple[Optional[dict], Optional[tuple[BaseException, str]]]:
+    """Run the pickled ``init_function``: (its dict, None) or (None, (error, traceback))."""
+    import cloudpickle
+
+    try:
+        with open(init_file, "rb") as f:
+            init_function = cloudpickle.load(f)
+        values = init_function()
+        if not isinstance(values, dict):
+            raise TypeError(
+                f"init_function must return a dict of parameter names to values, "
+                f"got {type(values).__name__}")
+        return values, None
+    except BaseException as error:  # noqa: BLE001 - every task of this worker reports it
+        failure = RuntimeError(f"the init_function of this Executor failed in worker process "
+                               f"{os.getpid()}: {type(error).__name__}: {error}")
+        return None, (failure, traceback.format_exc())
+
+
+def serve(argv: list[str], use_mpi: bool = False) -> int:
+    """The persistent worker of a block allocation (see the module docstring).
+
+    Every rank runs each task under ``--mpi``; rank 0 reads the task folders and answers.
+    """
+    usage = "usage: python -m executorlib.worker --serve [--mpi] [--init INIT_FILE]"
+    init_file = None
+    if argv[:1] == ["--init"] and len(argv) == 2:
+        init_file = argv[1]
+    elif argv:
+        print(usage, file=sys.stderr)
+        return 2
+    comm = None
+    if use_mpi:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+    rank = comm.Get_rank() if comm is not None else 0
+    # stdin and stdout carry the protocol; what the init function and the tasks print must not
+    # reach it: fd 1 goes to stderr between tasks and to the task's job.out during a task
+    requests = os.fdopen(os.dup(0), "r") if rank == 0 else None
+    answers = os.fdopen(os.dup(1), "w") if rank == 0 else None
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    home = os.getcwd()
+    init_values, init_error = _load_init(init_file) if init_file else (None, None)
+    control = comm.Dup() if comm is not None else None  # keeps our messages apart from the user's
+    while True:
+        folder: Optional[str]
+        if rank == 0:
+            folder = requests.readline().rstrip("\n") or None  # type: ignore[union-attr]
+            for other in range(1, control.Get_size() if control is not None else 1):
+                control.send(folder, dest=other)  # type: ignore[union-attr]
+        else:
+            folder = _wait_for_message(control)
+        if folder is None:
+            return 0
+        code = _serve_one(folder, comm, init_values, init_error, home)
+        if answers is not None:
+            try:
+                answers.write(f"done {folder} {code}\n")
+                answers.flush()
+            except BrokenPipeError:  # the Executor is gone
+                return 0
+
+
+def _wait_for_message(control: Any) -> Optional[str]:
+    """Receive the next task folder from rank 0 without spinning a core while the pool idles."""
+    request = control.irecv(source=0)
+    pause = 0.001
+    while True:
+        done, message = request.test()
+        if done:
+            return message
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def _serve_one(folder: str, comm: Any, init_values: Optional[dict],
+               init_error: Optional[tuple[BaseException, str]], home: str) -> int:
+    """One task of a persistent worker, in the task's folder, printing to its job.out."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        log = os.open(os.path.join(folder, "job.out"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.chdir(folder)
+    except OSError:
+        traceback.print_exc()
+        code = 2
+    else:
+        code = run_task(folder, comm, init_values, init_error)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        try:
+            os.chdir(home)
+        except OSError:
+            pass
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     use_mpi = "--mpi" in argv
     argv = [a for a in argv if a != "--mpi"]
+    if argv[:1] == ["--serve"]:
+        return serve(argv[1:], use_mpi)
     usage = "usage: python -m executorlib.worker [--mpi] TASK_FOLDER"
     if argv in (["-h"], ["--help"]):
         print(usage)
@@ -60,15 +196,26 @@ def main(argv: list[str] | None = None) -> int:
         print(usage if len(argv) != 1 else f"{usage}\nno task file {Path(argv[0]).absolute() / 'task.h5'}",
               file=sys.stderr)
         return 2
-    task_dir = Path(argv[0]).absolute()
-    store = TaskStore(task_dir.parent, create=False)
-    key = task_dir.name
-
     comm = None
     if use_mpi:
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
+    return run_task(Path(argv[0]), comm)
+
+
+def run_task(task_dir: os.PathLike | str, comm: Any = None, init_values: Optional[dict] = None,
+             init_error: Optional[tuple[BaseException, str]] = None) -> int:
+    """Run the task stored in ``task_dir`` and write its outcome; return the exit code.
+
+    ``comm``: the MPI communicator when every rank runs the task (rank 0 writes the outcome).
+    ``init_values``: what the block allocation's ``init_function`` returned; they fill the
+    function's parameters that the call does not give. ``init_error``: the init function failed,
+    so the task fails with that error instead of running.
+    """
+    task_dir = Path(task_dir).absolute()
+    store = TaskStore(task_dir.parent, create=False)
+    key = task_dir.name
     rank = comm.Get_rank() if comm is not None else 0
 
     try:
@@ -76,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         if info["client_cwd"] and info["client_cwd"] not in sys.path:
             sys.path.append(info["client_cwd"])  # modules next to the submitting script import
         fn, args, kwargs = _load_call(store, key)
+        if init_values:
+            kwargs = _with_init_values(fn, args, kwargs, init_values)
         if info["resources"].get("cwd"):
             os.chdir(info["resources"]["cwd"])
     except _ParentFailed as error:
@@ -90,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
         return 2
     else:
-        load_error = None
+        load_error = init_error
 
     start = time.time()
     if load_error is not None:

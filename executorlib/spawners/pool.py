@@ -1,0 +1,370 @@
+"""A fixed pool of persistent Python workers on this machine: the local backend with
+``block_allocation=True``.
+
+Each worker is ``python -m executorlib.worker --serve [--mpi] [--init INIT_FILE]`` (under
+``mpiexec -n cores`` when ``cores > 1``: every rank takes every task). It is started once, pays
+the interpreter start, the imports and the ``init_function`` once, and then runs one task at a
+time: the spawner writes the task's folder as one line to the worker's stdin, the worker runs it
+exactly as a one-shot job does (the result goes to the task store) and answers
+``done <folder> <exit code>`` on its stdout.
+
+A task's job id is its worker's process id, as for the one-shot local backend, so that other
+processes (``get_cache_data``, a second Executor on the same cache) see a live job while the
+worker lives. The spawner keeps the id unique from the scheduler's point of view: a worker takes
+its next task only after ``states()`` reported the previous one finished with its result in the
+store; a worker that finished a task without leaving a result is replaced.
+
+Killing a task (``cancel``, ``run_time_max``) kills its worker; a worker that dies fails only its
+own task. The pool starts replacements when tasks need them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from executorlib.errors import SubmissionError
+from executorlib.spawners.base import JobSpec, JobStatus, Spawner
+from executorlib.spawners.local import _kill_foreign, _pid_alive, _signal_name, find_mpiexec
+
+__all__ = ["WorkerPoolSpawner", "FIXED_RESOURCES"]
+
+#: resource_dict keys fixed when a worker starts: a task cannot ask for other values
+FIXED_RESOURCES = {
+    "cores": "number of MPI ranks",
+    "threads_per_core": "OMP_NUM_THREADS",
+    "openmpi_oversubscribe": "mpiexec options",
+}
+#: how long close() lets idle workers end on their own before killing them
+CLOSE_TIMEOUT = 10.0
+
+
+class _Worker:
+    """One persistent worker process and the task it runs."""
+
+    __slots__ = ("popen", "pid", "task_dir", "deadline", "outcome", "buffer", "busy", "eof")
+
+    def __init__(self, popen: subprocess.Popen):
+        self.popen = popen
+        self.pid = str(popen.pid)
+        self.task_dir: Optional[Path] = None
+        self.deadline: Optional[float] = None
+        self.outcome: Optional[str] = None  # the final state of the current task, once known
+        self.buffer = b""
+        self.busy = False  # a task was handed over and its end not yet reported by states()
+        self.eof = False
+        os.set_blocking(popen.stdout.fileno(), False)  # type: ignore[union-attr]
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def read_answers(self) -> list[tuple[str, int]]:
+        """The ``done <folder> <code>`` lines written since the last call (never blocks)."""
+        fd = self.popen.stdout.fileno()  # type: ignore[union-attr]
+        while not self.eof:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.eof = True
+                break
+            if not chunk:
+                self.eof = True
+                break
+            self.buffer += chunk
+        answers = []
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            text = line.decode(errors="replace")
+            if text.startswith("done "):
+                folder, _, code = text[5:].rpartition(" ")
+                try:
+                    answers.append((folder, int(code)))
+                except ValueError:
+                    pass
+        return answers
+
+
+class WorkerPoolSpawner(Spawner):
+    """``max_workers`` (or ``max_cores // cores``) persistent workers with the Executor's
+    resources; ``init_function`` runs once in each of them."""
+
+    name = "local"  # the same jobs as the one-shot local backend: local process ids
+    submits_with_dependencies = False
+    max_poll_interval = 0.05
+    result_grace_period = 0.5
+
+    def __init__(self, max_workers: Optional[int] = None, max_cores: Optional[int] = None,
+                 resources: Optional[dict] = None, init_function: Optional[Callable[[], dict]] = None,
+                 cache_directory: Optional[os.PathLike | str] = None):
+        from executorlib.resources import merge_resources
+
+        self.resources = merge_resources(resources, None)
+        cores = self.resources["cores"]
+        if max_cores is not None and cores > max_cores:
+            raise ValueError(
+                f"resource_dict['cores'] = {cores} exceeds max_cores = {max_cores}: with "
+                "block_allocation=True every worker holds resource_dict['cores'] cores"
+            )
+        if cores > 1:
+            if find_mpiexec() is None:
+                raise ValueError(
+                    f"resource_dict['cores'] = {cores} needs an MPI launcher (mpiexec), and none was "
+                    "found. Install one, for example: pip install 'executorlib[mpi]' mpich"
+                )
+            if importlib.util.find_spec("mpi4py") is None:
+                raise ValueError(
+                    f"resource_dict['cores'] = {cores} with block_allocation=True needs mpi4py in the "
+                    "workers: pip install 'executorlib[mpi]'"
+                )
+        if max_workers is None:
+            max_workers = max(1, (max_cores or os.cpu_count() or 1) // cores)
+        elif max_cores is not None:
+            max_workers = min(max_workers, max_cores // cores)
+        self.max_workers = max_workers
+        self.directory = Path(cache_directory or os.getcwd())
+        # the workers start (and run init_function) in the client's working directory, so that
+        # the init function finds the user's modules and relative paths as in the client
+        self.home = os.getcwd()
+        self.init_file = self._write_init(init_function) if init_function is not None else None
+        self._workers: list[_Worker] = []
+        self._busy: dict[str, _Worker] = {}  # job id (= worker pid) -> worker running its task
+        self._finished: dict[str, str] = {}
+        self._closed = False
+        try:
+            self._top_up()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- workers -----------------------------------------------------------------------------------
+    def _write_init(self, init_function: Callable[[], dict]) -> Path:
+        """Pickle ``init_function`` into the cache, named by its content (written atomically)."""
+        import cloudpickle
+
+        from executorlib.store import write_atomic
+
+        try:
+            payload = cloudpickle.dumps(init_function)
+        except Exception as error:  # noqa: BLE001
+            raise TypeError(f"init_function cannot be pickled for the workers: {error!r}") from None
+        path = self.directory / f".init-{hashlib.sha256(payload).hexdigest()[:32]}.pkl"
+        if not path.exists():
+            write_atomic(path, lambda tmp: tmp.write_bytes(payload))
+        return path
+
+    def _command(self) -> list[str]:
+        command = [sys.executable, "-m", "executorlib.worker", "--serve"]
+        cores = self.resources["cores"]
+        if cores > 1:
+            command.append("--mpi")
+        if self.init_file is not None:
+            command += ["--init", str(self.init_file)]
+        if cores > 1:
+            launcher = [find_mpiexec() or "mpiexec", "-n", str(cores)]
+            if self.resources.get("openmpi_oversubscribe"):
+                launcher.append("--oversubscribe")
+            command = launcher + command
+        return command
+
+    def _start_worker(self) -> _Worker:
+        env = dict(os.environ)
+        env["OMP_NUM_THREADS"] = str(self.resources["threads_per_core"])
+        command = self._command()
+        try:
+            popen = subprocess.Popen(
+                command, cwd=self.home, env=env, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=None, bufsize=0, start_new_session=True,
+            )
+        except OSError as err:
+            raise SubmissionError(f"cannot start the worker {command[0]}: {err}") from None
+        worker = _Worker(popen)
+        self._workers.append(worker)
+        return worker
+
+    def _top_up(self) -> None:
+        """Start workers until the pool is full again (after a crash, a cancel or a timeout)."""
+        if self._closed:
+            return
+        self._workers = [w for w in self._workers if w.busy or w.alive()]
+        while sum(1 for w in self._workers if not w.busy or w.alive()) < self.max_workers:
+            self._start_worker()
+
+    def _idle(self) -> list[_Worker]:
+        return [w for w in self._workers if not w.busy and w.alive()]
+
+    def _kill(self, worker: _Worker) -> None:
+        """Stop the worker's process group (all MPI ranks too)."""
+        popen = worker.popen
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, None)):
+            try:
+                os.killpg(popen.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            try:
+                popen.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        popen.wait()
+        self._release(worker)
+
+    def _release(self, worker: _Worker) -> None:
+        """Forget a worker that ended (its pipes are closed; the pool starts another on demand)."""
+        if worker in self._workers:
+            self._workers.remove(worker)
+        for stream in (worker.popen.stdin, worker.popen.stdout):
+            try:
+                stream.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+
+    # -- capacity ----------------------------------------------------------------------------------
+    def check_resources(self, resources: dict) -> None:
+        for key, what in FIXED_RESOURCES.items():
+            if key == "openmpi_oversubscribe" and self.resources["cores"] == 1:
+                continue  # serial workers start without mpiexec
+            if resources.get(key) != self.resources[key]:
+                raise ValueError(
+                    f"resource_dict[{key!r}] = {resources.get(key)!r} cannot be used with "
+                    f"block_allocation=True: the workers of this Executor were started with "
+                    f"{key} = {self.resources[key]!r} (from Executor(resource_dict=...)), and a "
+                    f"persistent worker cannot change its {what}. Give {key} to the Executor, or "
+                    "use block_allocation=False for tasks with other resources."
+                )
+
+    def has_capacity(self, resources: dict) -> bool:
+        """True when a worker is idle (a task hands over at once)."""
+        self._top_up()
+        return bool(self._idle())
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def submit(self, job: JobSpec, dependencies: list[str]) -> str:
+        folder = str(job.task_dir)
+        if "\n" in folder:
+            raise SubmissionError(f"the task folder {folder!r} contains a line break, which the "
+                                  "workers' protocol cannot carry; use another cache_directory")
+        for attempt in range(2):  # a worker that died while idle is replaced once
+            self._top_up()
+            idle = self._idle()
+            if not idle:
+                break
+            worker = idle[0]
+            try:
+                worker.popen.stdin.write(f"{folder}\n".encode())  # type: ignore[union-attr]
+            except OSError:  # BrokenPipeError: it ended since it was last seen alive
+                worker.popen.wait()
+                self._release(worker)
+                continue
+            worker.busy, worker.outcome, worker.task_dir = True, None, job.task_dir
+            run_time_max = job.resources.get("run_time_max")
+            worker.deadline = time.monotonic() + run_time_max if run_time_max else None
+            self._busy[worker.pid] = worker
+            self._finished.pop(worker.pid, None)
+            return worker.pid
+        raise SubmissionError(
+            f"no worker of the block allocation could take task {job.key}: the workers "
+            f"({' '.join(self._command())}) end right after they start; their output went to "
+            "this process's stderr"
+        )
+
+    def _update(self, worker: _Worker, now: float) -> None:
+        """Learn whether the busy ``worker`` finished, died or ran out of time."""
+        if worker.outcome is not None:
+            return
+        for folder, code in worker.read_answers():
+            if folder == str(worker.task_dir):
+                worker.outcome = "COMPLETED" if code == 0 else f"FAILED (exit code {code})"
+        if worker.outcome is not None:
+            if not (worker.task_dir / "result.h5").exists():  # type: ignore[operator]
+                self._kill(worker)  # no result: retire it, so that its pid names no other task
+            return
+        code = worker.popen.poll()
+        if code is not None:
+            worker.outcome = self._state_of(code)
+            self._release(worker)
+        elif worker.deadline is not None and now > worker.deadline:
+            self._kill(worker)
+            worker.outcome = "TIMEOUT"
+
+    @staticmethod
+    def _state_of(code: int) -> str:
+        if code == 0:
+            return "EXITED (the worker ended without answering)"
+        if code < 0:
+            return f"KILLED ({_signal_name(-code)})"
+        return f"FAILED (exit code {code})"
+
+    def states(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        now = time.monotonic()
+        result: dict[str, JobStatus] = {}
+        lost = False
+        for job_id in job_ids:
+            worker = self._busy.get(job_id)
+            if worker is None:
+                if job_id not in self._finished and not self._is_own(job_id) and _pid_alive(job_id):
+                    result[job_id] = JobStatus("RUNNING", active=True, running=True)  # another process's
+                continue
+            self._update(worker, now)
+            if worker.outcome is None:
+                result[job_id] = JobStatus("RUNNING", active=True, running=True)
+                continue
+            self._finished[job_id] = worker.outcome
+            del self._busy[job_id]
+            worker.busy = False  # free for the next task, if it still lives
+            lost |= worker not in self._workers
+        if lost:
+            self._top_up()
+        return result
+
+    def _is_own(self, job_id: str) -> bool:
+        return any(w.pid == job_id for w in self._workers)
+
+    def final_state(self, job_id: str) -> Optional[str]:
+        return self._finished.get(job_id)
+
+    def cancel(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            worker = self._busy.pop(job_id, None)
+            if worker is None:
+                if not self._is_own(job_id):
+                    _kill_foreign(job_id)  # a task started by another Executor or process
+                continue
+            self._update(worker, time.monotonic())
+            if worker.outcome is None:
+                self._kill(worker)
+                worker.outcome = "CANCELLED"
+            self._finished[job_id] = worker.outcome
+            worker.busy = False
+
+    def close(self) -> None:
+        """Stop the pool: end of input lets each worker finish and exit; stragglers are killed."""
+        self._closed = True
+        for worker in self._workers:
+            try:
+                worker.popen.stdin.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        for worker in list(self._workers):
+            try:
+                worker.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                self._release(worker)
+            except subprocess.TimeoutExpired:
+                self._kill(worker)
+        self._busy.clear()
+
+    def describe(self, job_id: str) -> str:
+        return f"block-allocation worker process {job_id}"
+
+    def __repr__(self) -> str:
+        return (f"<WorkerPoolSpawner {len(self._workers)}/{self.max_workers} workers, "
+                f"{len(self._busy)} busy, cores={self.resources['cores']}>")
