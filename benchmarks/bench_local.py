@@ -1,0 +1,170 @@
+"""Local backend: a chain of dependent trivial tasks and many independent ones, against
+``concurrent.futures.ProcessPoolExecutor`` doing the same work.
+
+Every timing covers the whole ``with Executor(...)`` block: start-up, submissions, waiting for
+every result, shutdown. Each measured run uses a fresh, empty cache (nothing is served from it).
+ProcessPoolExecutor reuses its worker processes and keeps nothing on disk; the local backend
+starts one fresh interpreter per task and stores every call and result in the cache, so the ratio
+is the price of per-task processes plus the on-disk cache. With ``block_allocation=True`` (when
+the installed version has it) the local backend keeps persistent workers too.
+
+    python benchmarks/bench_local.py [--chain 10] [--independent 100] [--workers 2] [--repeat 1]
+                                     [--peer-python /tmp/peers/bin/python]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C  # noqa: E402
+
+
+def add(a, b):
+    return a + b
+
+
+def check(chain_value: int, values: list, options) -> None:
+    assert chain_value == options.chain, chain_value
+    assert values == [2 * i for i in range(options.independent)], values[:5]
+
+
+# -- one implementation = a function (chain, independent) -> None, timed by the caller -----------
+def run_ours(options, kind: str, block_allocation: bool = False) -> None:
+    from executorlib import Executor
+
+    extra = {"block_allocation": True} if block_allocation else {}
+    with Executor(backend="local", max_workers=options.workers, **extra) as exe:
+        if kind == "chain":
+            future = exe.submit(add, 0, 1)
+            for _ in range(options.chain - 1):
+                future = exe.submit(add, future, 1)
+            check(future.result(), [2 * i for i in range(options.independent)], options)
+        else:
+            futures = [exe.submit(add, i, i) for i in range(options.independent)]
+            check(options.chain, [f.result() for f in futures], options)
+
+
+def run_pool(options, kind: str) -> None:
+    with ProcessPoolExecutor(max_workers=options.workers) as pool:
+        if kind == "chain":
+            value = 0
+            for _ in range(options.chain):  # a Future cannot be an argument: wait for each step
+                value = pool.submit(add, value, 1).result()
+            check(value, [2 * i for i in range(options.independent)], options)
+        else:
+            futures = [pool.submit(add, i, i) for i in range(options.independent)]
+            check(options.chain, [f.result() for f in futures], options)
+
+
+def run_original(options, kind: str, file_based: bool = False) -> None:
+    import executorlib
+
+    with C.scratch_dir("xlbench-local-orig") as cache:
+        if file_based:  # the file-based (cache) scheduler of the submission mode, run locally
+            from executorlib.api import TestClusterExecutor
+
+            exe = TestClusterExecutor(cache_directory=str(cache), resource_dict={"cores": 1})
+        else:  # the default local executor: one zmq-connected worker process per task
+            exe = executorlib.SingleNodeExecutor(max_workers=options.workers)
+        with exe:
+            if kind == "chain":
+                future = exe.submit(add, 0, 1)
+                for _ in range(options.chain - 1):
+                    future = exe.submit(add, future, 1)
+                check(future.result(), [2 * i for i in range(options.independent)], options)
+            else:
+                futures = [exe.submit(add, i, i) for i in range(options.independent)]
+                check(options.chain, [f.result() for f in futures], options)
+
+
+def run_submitit(options, kind: str) -> None:
+    import submitit
+
+    with C.scratch_dir("xlbench-local-submitit") as folder:
+        exe = submitit.AutoExecutor(folder=str(folder), cluster="local")
+        exe.update_parameters(timeout_min=10)
+        if kind == "chain":
+            value = 0
+            for _ in range(options.chain):  # no dependencies between jobs: wait for each step
+                value = exe.submit(add, value, 1).result()
+            check(value, [2 * i for i in range(options.independent)], options)
+        else:
+            # submitit's local executor has no worker limit: it starts every job at once
+            jobs = [exe.submit(add, i, i) for i in range(options.independent)]
+            check(options.chain, [j.result() for j in jobs], options)
+
+
+def measure(run, options, repeat: int) -> dict:
+    result = {}
+    for kind in ("chain", "independent"):
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            run(options, kind)
+            times.append(time.perf_counter() - start)
+        result[kind] = C.median(times)
+    return result
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chain", type=int, default=10, help="length of the chain of dependent tasks")
+    parser.add_argument("--independent", type=int, default=100, help="number of independent tasks")
+    parser.add_argument("--workers", type=int, default=2, help="max_workers of every executor")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per workload (median reported)")
+    C.add_peer_arguments(parser)
+    options = parser.parse_args()
+    sizes = ["--chain", str(options.chain), "--independent", str(options.independent),
+             "--workers", str(options.workers), "--repeat", str(options.repeat)]
+
+    if options.as_peer == "executorlib":
+        C.report_to_parent({
+            "SingleNodeExecutor": measure(run_original, options, options.repeat),
+            "TestClusterExecutor": measure(lambda o, k: run_original(o, k, file_based=True), options,
+                                           options.repeat),
+        })
+        return
+    if options.as_peer == "submitit":
+        C.report_to_parent({"AutoExecutor(cluster='local')": measure(run_submitit, options, options.repeat)})
+        return
+
+    C.print_header("Local backend")
+    print(f"workload: a chain of {options.chain} add() calls, {options.independent} independent add() "
+          f"calls; max_workers={options.workers}; median of {options.repeat} run(s)")
+    # warm up imports and the OS file cache so that neither side pays them in the first run
+    run_pool(options, "chain")
+    rows = {"ProcessPoolExecutor": measure(run_pool, options, options.repeat),
+            "executorlib (ours), backend='local'": measure(run_ours, options, options.repeat)}
+    try:  # persistent workers, when this version of the library has them
+        rows["executorlib (ours), backend='local', block_allocation=True"] = measure(
+            lambda o, k: run_ours(o, k, block_allocation=True), options, options.repeat)
+    except (NotImplementedError, TypeError) as error:
+        print(f"block_allocation=True not measured: {error}")
+    if options.peer_python:
+        for library in C.peer_libraries(options.peer_python):
+            version = C.peer_version(options.peer_python, library)
+            payload = C.run_peer(options.peer_python, __file__, library, sizes) or {}
+            for name, row in payload.items():
+                rows[f"[{library} {version}] {name}"] = row
+    floor = rows["ProcessPoolExecutor"]
+    C.print_table(
+        "Local backend, wall seconds (whole with-block)",
+        ["executor", f"chain of {options.chain}", "ratio", f"{options.independent} independent", "ratio",
+         "s per independent task"],
+        [[name, row["chain"], C.ratio(row["chain"], floor["chain"]), row["independent"],
+          C.ratio(row["independent"], floor["independent"]), row["independent"] / options.independent]
+         for name, row in rows.items()],
+    )
+    mine = rows["executorlib (ours), backend='local'"]
+    print(f"\nratios to ProcessPoolExecutor: chain {C.ratio(mine['chain'], floor['chain']):.1f}x, "
+          f"independent {C.ratio(mine['independent'], floor['independent']):.1f}x")
+
+
+if __name__ == "__main__":
+    main()
