@@ -24,6 +24,15 @@ def find_mpiexec() -> Optional[str]:
     return shutil.which("mpiexec")
 
 
+def exit_state(code: int, success: str = "COMPLETED") -> str:
+    """A process's exit code as a job state: ``success``, KILLED (SIGNAL) or FAILED (exit code N)."""
+    if code == 0:
+        return success
+    if code < 0:
+        return f"KILLED ({_signal_name(-code)})"
+    return f"FAILED (exit code {code})"
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -132,11 +141,7 @@ class LocalSpawner(Spawner):
 
     @staticmethod
     def _state_of(code: int) -> str:
-        if code == 0:
-            return "COMPLETED"
-        if code < 0:
-            return f"KILLED ({_signal_name(-code)})"
-        return f"FAILED (exit code {code})"
+        return exit_state(code)
 
     def final_state(self, job_id: str) -> Optional[str]:
         return self._finished.get(job_id)

@@ -32,7 +32,7 @@ from typing import Callable, Optional
 
 from executorlib.errors import SubmissionError
 from executorlib.spawners.base import JobSpec, JobStatus, Spawner
-from executorlib.spawners.local import _kill_foreign, _pid_alive, _signal_name, find_mpiexec
+from executorlib.spawners.local import _kill_foreign, _pid_alive, exit_state, find_mpiexec
 
 __all__ = ["WorkerPoolSpawner", "FIXED_RESOURCES"]
 
@@ -297,11 +297,7 @@ class WorkerPoolSpawner(Spawner):
 
     @staticmethod
     def _state_of(code: int) -> str:
-        if code == 0:
-            return "EXITED (the worker ended without answering)"
-        if code < 0:
-            return f"KILLED ({_signal_name(-code)})"
-        return f"FAILED (exit code {code})"
+        return exit_state(code, success="EXITED (the worker ended without answering)")
 
     def states(self, job_ids: list[str]) -> dict[str, JobStatus]:
         now = time.monotonic()
