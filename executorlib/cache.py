@@ -26,6 +26,7 @@ from concurrent.futures import CancelledError, Future
 from typing import Any, Iterable, Optional, Union
 
 from executorlib.errors import CacheCorruptedError, JobFailedError
+from executorlib.result_index import INDEX_DIR
 from executorlib.spawners.base import JobStatus, Spawner
 from executorlib.store import TaskStore, folder_size, write_cancelled
 
@@ -121,7 +122,7 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 def _open_store(cache_directory: PathLike) -> TaskStore:
-    return TaskStore(cache_directory, create=False)
+    return TaskStore(cache_directory, create=False, use_index=False)
 
 
 def _collect(store: TaskStore, keys: Optional[Iterable[str]], query: bool,
@@ -530,6 +531,9 @@ def _clean(cache_directory: PathLike, states: Optional[Iterable[str]] = None,
         if force and live:
             _cancel(store, live, spawners)
         deleted = [record for record, _ in doomed if _delete(store, record["key"])]
+        if states is None and seconds is None and keys is None and not kept:
+            # a purge: the result packs (copies of small results, see result_index) go too
+            shutil.rmtree(store.directory / INDEX_DIR, ignore_errors=True)
         return deleted, kept
     finally:
         spawners.close()

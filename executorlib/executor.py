@@ -152,7 +152,8 @@ class Executor(_BaseExecutor):
         if cache_directory is None:
             self._temporary_cache = tempfile.mkdtemp(prefix="executorlib-")
             cache_directory = self._temporary_cache
-        self._store = TaskStore(cache_directory)
+        # a temporary cache has no later reader: no result packs (executorlib.result_index)
+        self._store = TaskStore(cache_directory, use_index=self._temporary_cache is None)
 
         options: dict[str, Any] = {}
         if submission:

@@ -169,6 +169,7 @@ class Scheduler:
                     self._handed_over.set()
                 if not self._entries:
                     self._idle.set()
+                    self.store.flush_index(quiet=2.0)
                 if changed:
                     interval = self.refresh_rate
                 else:
@@ -183,6 +184,7 @@ class Scheduler:
             self._idle.set()
             self._handed_over.set()
             self.spawner.close()
+            self.store.flush_index()
             if self.on_exit is not None:
                 self.on_exit()
 

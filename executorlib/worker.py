@@ -214,7 +214,7 @@ def run_task(task_dir: os.PathLike | str, comm: Any = None, init_values: Optiona
     so the task fails with that error instead of running.
     """
     task_dir = Path(task_dir).absolute()
-    store = TaskStore(task_dir.parent, create=False)
+    store = TaskStore(task_dir.parent, create=False, use_index=False)
     key = task_dir.name
     rank = comm.Get_rank() if comm is not None else 0
 

@@ -27,8 +27,13 @@ from tests.cache.funcs import double
 PENDING_TASKS = 2_000
 
 
-def _forbid(name: str):
+def _forbid(name: str, allowed: list | None = None, original=None):
+    """Fail on any call, except listings of the result-pack folder (recorded in ``allowed``)."""
+
     def forbidden(*args, **kwargs):
+        if allowed is not None and args and str(args[0]).endswith(".index"):
+            allowed.append(args[0])
+            return original(*args, **kwargs)
         raise AssertionError(f"{name} was called while submitting cached calls")
 
     return forbidden
@@ -39,14 +44,20 @@ def test_cached_calls_are_looked_up_without_walking_the_cache(tmp_path, monkeypa
     for i in range(50):
         store_outcome(store, double, i, value=2 * i)
     exe = Executor(cache_directory=store.directory)
+    index_listings: list = []
     try:
         for module, name in ((os, "scandir"), (os, "listdir"), (os, "walk"), (glob, "glob"),
                              (glob, "iglob"), (Path, "iterdir"), (Path, "glob"), (Path, "rglob")):
-            monkeypatch.setattr(module, name, _forbid(f"{getattr(module, '__name__', module)}.{name}"))
+            label = f"{getattr(module, '__name__', module)}.{name}"
+            if (module, name) == (os, "listdir"):
+                monkeypatch.setattr(module, name, _forbid(label, index_listings, os.listdir))
+            else:
+                monkeypatch.setattr(module, name, _forbid(label))
         futures = [exe.submit(double, i) for i in range(50)]
         assert all(f.done() for f in futures)  # resolved inside submit: no job, no scan
         assert [f.result() for f in futures] == [2 * i for i in range(50)]
         monkeypatch.undo()
+        assert len(index_listings) <= 1  # the result packs are listed once per process, not per call
     finally:
         exe.shutdown()
 

@@ -162,7 +162,7 @@ def test_resources_are_not_part_of_the_key(cache_dir):
         two = exe.submit(funcs.add_funct, 1, 2, resource_dict={"threads_per_core": 2, "run_time_max": 60})
         assert one.result() == two.result() == 3
     assert one._executorlib_key == two._executorlib_key == key(funcs.add_funct, 1, 2)
-    assert [p.name for p in cache_dir.iterdir()] == [one._executorlib_key]
+    assert [p.name for p in cache_dir.iterdir() if not p.name.startswith(".")] == [one._executorlib_key]
 
 
 def test_equal_looking_arguments_of_different_types_get_different_keys():

@@ -41,7 +41,7 @@ def test_result_and_error_round_trip(store):
     assert not store.has_result("k") and store.read_result_info("k") is None
     store.write_result("k", {"value": [1, 2]}, runtime=1.5)
     outcome = store.read_result("k")
-    assert outcome.ok and outcome.value == {"value": [1, 2]} and outcome.runtime == 1.5
+    assert outcome.ok and outcome.value == {"value": [1, 2]} and store.read_result_info("k")["runtime"] == 1.5
 
     store.write_error("e", funcs.CustomError("boom"), "Traceback: line 1", runtime=0.1)
     outcome = store.read_result("e")

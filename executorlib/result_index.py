@@ -1,0 +1,195 @@
+"""Packs of small results, so that a process reattaching to thousands of cached calls opens a few
+files instead of one HDF5 file per call.
+
+``<cache_directory>/.index/pack-*.h5`` each hold copies of successful results whose pickle is at
+most :data:`MAX_ENTRY_BYTES`: the key, a stamp of the task's result.h5 (inode, size, mtime in ns)
+and the pickled value. result.h5 stays the only source of truth: an entry is used only while the
+stamp still matches the result.h5 next to it (one ``stat``), so a task that was deleted or
+recomputed is never answered from a pack, and a pack that is lost, corrupt or deleted only costs
+speed. The whole ``.index`` folder may be removed at any time.
+
+Packs are written by the client (never by jobs): the results this process read from result.h5
+files are added as a new pack when the Executor shuts down; when more than :data:`MAX_PACKS`
+packs exist, the writer merges them into one and drops stale entries. Every pack is written to
+a temporary name and renamed into place; concurrent writers only duplicate entries. The values
+are read through a memory map of the pack, so loading an index costs memory only for what is used.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import h5py
+import numpy as np
+
+__all__ = ["ResultIndex", "stamp_of", "MAX_ENTRY_BYTES", "MAX_PACKS"]
+
+INDEX_DIR = ".index"
+FORMAT_VERSION = 1
+MAX_ENTRY_BYTES = 64 * 1024  # larger results are read from result.h5 only (no second copy on disk)
+MAX_PACKS = 8  # more packs than this are merged by the next writer
+MIN_NEW_ENTRIES = 64  # fewer results than this are cheap to read from their files: no pack
+
+Stamp = tuple[int, int, int]
+
+
+def stamp_of(stat: os.stat_result) -> Stamp:
+    """What identifies one version of a result.h5: it is never rewritten in place, only replaced."""
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+class _Pack:
+    """One loaded pack: key -> (stamp, offset, length) and a memory map of its values."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, tuple[Stamp, int, int]] = {}
+        self._map: Optional[mmap.mmap] = None
+        with h5py.File(path, "r") as f:
+            if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
+                raise ValueError(f"pack {path} has another format version")
+            keys = f["keys"][()]
+            stamps = f["stamps"][()]
+            offsets = f["offsets"][()]
+            blob = f["blob"]
+            blob_offset = blob.id.get_offset()
+            blob_size = int(blob.shape[0])
+        if len(offsets) != len(keys) + 1 or len(stamps) != len(keys) or offsets[-1] != blob_size:
+            raise ValueError(f"pack {path} is inconsistent")
+        if blob_size:
+            if blob_offset is None:
+                raise ValueError(f"pack {path} has no contiguous data")
+            with open(path, "rb") as handle:
+                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            if blob_offset + blob_size > len(self._map):
+                raise ValueError(f"pack {path} is cut short")
+        self._base = int(blob_offset or 0)
+        starts = offsets.tolist()
+        for i, (key, stamp) in enumerate(zip(keys.tolist(), stamps.tolist())):
+            self.entries[key.decode()] = (tuple(stamp), starts[i], starts[i + 1] - starts[i])
+
+    def value(self, offset: int, length: int) -> memoryview:
+        assert self._map is not None
+        start = self._base + offset
+        return memoryview(self._map)[start:start + length]
+
+
+class ResultIndex:
+    """The packs of one cache directory, loaded on the first lookup; thread-safe."""
+
+    def __init__(self, cache_directory: Path):
+        self.directory = cache_directory / INDEX_DIR
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._packs: list[_Pack] = []
+        self._lookup: dict[str, tuple[Stamp, _Pack, int, int]] = {}
+        self._new: dict[str, tuple[Stamp, bytes]] = {}  # read from result.h5 files, not packed yet
+        self._last_new = 0.0
+
+    # -- reading -------------------------------------------------------------------------------
+    def _load(self) -> None:
+        self._loaded = True
+        try:
+            names = sorted(p for p in os.listdir(self.directory) if p.startswith("pack-") and p.endswith(".h5"))
+        except OSError:
+            return
+        for name in names:
+            try:
+                pack = _Pack(self.directory / name)
+            except Exception:  # noqa: BLE001 - vanished, cut short, foreign: packs only save time
+                continue
+            self._packs.append(pack)
+            for key, (stamp, offset, length) in pack.entries.items():
+                self._lookup[key] = (stamp, pack, offset, length)
+
+    def get(self, key: str, stamp: Stamp) -> Optional[memoryview]:
+        """The pickled value of ``key`` if a pack holds it for exactly this result.h5, else None."""
+        with self._lock:
+            if not self._loaded:
+                self._load()
+            found = self._lookup.get(key)
+            if found is None or found[0] != stamp:
+                return None
+            return found[1].value(found[2], found[3])
+
+    def remember(self, key: str, stamp: Stamp, data: bytes) -> None:
+        """Note a value read from result.h5, to be packed at :meth:`flush`."""
+        if len(data) > MAX_ENTRY_BYTES:
+            return
+        with self._lock:
+            self._new[key] = (stamp, bytes(data))
+            self._last_new = time.monotonic()
+
+    # -- writing -------------------------------------------------------------------------------
+    def flush_if_quiet(self, result_path, quiet: float = 2.0) -> None:
+        """:meth:`flush` once no new value was read for ``quiet`` seconds (the scheduler's idle
+        passes call this, so a notebook that is never shut down still leaves its pack)."""
+        if self._new and time.monotonic() - self._last_new >= quiet:
+            self.flush(result_path)
+
+    def flush(self, result_path) -> None:
+        """Write the remembered values as a new pack (merging all packs when there are too many).
+
+        ``result_path(key)`` is the path of a key's result.h5, used to drop stale entries when
+        merging. Failures (read-only or full file system) are ignored: packs only save time.
+        """
+        with self._lock:
+            if len(self._new) < MIN_NEW_ENTRIES:
+                return
+            if not self._loaded:
+                self._load()
+            entries = {k: v for k, v in self._new.items()
+                       if k not in self._lookup or self._lookup[k][0] != v[0]}
+            self._new.clear()
+            merged = list(self._packs) if entries and len(self._packs) + 1 > MAX_PACKS else []
+            packed = dict(self._lookup) if merged else {}
+        if not entries:
+            return
+        for key, (stamp, pack, offset, length) in packed.items():
+            if key in entries:
+                continue
+            try:
+                current = stamp_of(os.stat(result_path(key)))
+            except OSError:
+                continue  # the task was deleted
+            if current == stamp:
+                entries[key] = (stamp, bytes(pack.value(offset, length)))
+        try:
+            self._write(entries)
+        except Exception:  # noqa: BLE001 - see above
+            return
+        for pack in merged:  # their live entries are in the new pack
+            try:
+                os.unlink(pack.path)
+            except OSError:
+                pass
+        # the new pack is for the next process; this one keeps the packs it has loaded
+
+    def _write(self, entries: dict[str, tuple[Stamp, bytes]]) -> None:
+        from executorlib.store import write_atomic  # store imports this module
+
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+        keys = list(entries)
+        values = [entries[k][1] for k in keys]
+        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum([len(v) for v in values], out=offsets[1:])
+        blob = np.frombuffer(b"".join(values), dtype=np.uint8)
+        stamps = np.array([entries[k][0] for k in keys], dtype=np.int64).reshape(len(keys), 3)
+        encoded = np.array([k.encode() for k in keys])
+
+        def fill(tmp: Path) -> None:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format_version"] = FORMAT_VERSION
+                f.create_dataset("keys", data=encoded)
+                f.create_dataset("stamps", data=stamps)
+                f.create_dataset("offsets", data=offsets)
+                # contiguous and always allocated, so that readers can memory-map it
+                f.create_dataset("blob", data=blob if len(blob) else np.zeros(0, dtype=np.uint8))
+
+        write_atomic(self.directory / f"pack-{uuid.uuid4().hex}.h5", fill)
