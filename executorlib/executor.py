@@ -103,7 +103,9 @@ class Executor(_BaseExecutor):
             init function is part of every task's cache key.
         disable_dependencies: make Future arguments an error instead of dependencies.
         refresh_rate: seconds between two polls of the scheduler while things change; the interval
-            backs off while nothing changes.
+            backs off while nothing changes. The submission backends ask the job scheduler
+            (squeue, flux jobs) at most every 0.5 s whatever the refresh_rate, to spare the
+            shared scheduler daemon.
         plot_dependency_graph: record the submitted tasks and draw their dependency graph at
             shutdown instead of running them: every Future resolves at once with ``None``.
         plot_dependency_graph_filename: where to draw it, in the format of its extension

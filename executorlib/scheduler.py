@@ -157,12 +157,17 @@ class Scheduler:
     # -- the loop ----------------------------------------------------------------------------------
     def _main(self) -> None:
         interval = self.refresh_rate
+        floor = self.spawner.min_poll_interval
+        next_poll = 0.0  # a new message wakes the loop, but polls keep at least `floor` apart
         try:
             while True:
-                changed = self._drain_inbox(interval)
+                changed = self._drain_inbox(max(interval, floor))
                 if self._closing and not self._entries:
                     break
-                changed |= self._poll()
+                now = time.monotonic()
+                if now >= next_poll:
+                    changed |= self._poll()
+                    next_poll = now + floor
                 changed |= self._watch_claims()
                 changed |= self._submit_ready()
                 if self._closing:

@@ -60,6 +60,9 @@ class Spawner(ABC):
     submits_with_dependencies: bool = False
     #: the longest pause between two status queries while nothing changes (seconds)
     max_poll_interval: float = 1.0
+    #: the shortest pause between two status queries, also while things change: a floor for
+    #: ``refresh_rate`` that keeps a busy Executor from flooding a shared scheduler daemon
+    min_poll_interval: float = 0.0
     #: how long a job may be gone from the queue before its missing result counts as a failure
     result_grace_period: float = 1.0
 

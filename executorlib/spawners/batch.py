@@ -9,6 +9,7 @@ extra keys.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -41,6 +42,13 @@ def run_command(command: list[str], cwd: Optional[str] = None, what: str = "") -
     return done.stdout
 
 
+@functools.lru_cache(maxsize=32)
+def _compile(text: str) -> Any:
+    import jinja2
+
+    return jinja2.Template(text)
+
+
 def _pysqa_execute(commands: Any, working_directory: Optional[str] = None, split_output: bool = True,
                    shell: bool = False, error_filename: str = "pysqa.err") -> Any:
     """pysqa's ``execute_command`` hook, raising instead of returning None on failure."""
@@ -55,6 +63,8 @@ class BatchSpawner(Spawner):
 
     submits_with_dependencies = True
     max_poll_interval = 2.0
+    #: squeue / flux jobs at most twice a second, however many jobs change (slurmctld is shared)
+    min_poll_interval = 0.5
     result_grace_period = 5.0
     #: pysqa's name of the queuing system
     queue_type: str = ""
@@ -129,25 +139,36 @@ class BatchSpawner(Spawner):
         context.pop("submission_template", None)
         return context
 
+    def _template(self, job: JobSpec) -> Any:
+        """The job's template, compiled once per text (compiling costs ~6 ms, rendering ~0.03 ms)."""
+        import jinja2
+
+        text = job.resources.get("submission_template") or self._default_template
+        try:
+            return _compile(text)
+        except jinja2.TemplateError as error:
+            raise SubmissionError(f"the submission_template of task {job.key} cannot be rendered: {error}") from None
+
     def render(self, job: JobSpec, dependencies: list[str]) -> str:
         """The job script for ``job`` (for inspection and tests; pysqa renders the same)."""
         import jinja2
 
-        template = job.resources.get("submission_template") or self._default_template
+        template = self._template(job)
         try:
-            return jinja2.Template(template).render(**self.context(job, dependencies))
+            return template.render(**self.context(job, dependencies))
         except jinja2.TemplateError as error:
             raise SubmissionError(f"the submission_template of task {job.key} cannot be rendered: {error}") from None
 
     def submit(self, job: JobSpec, dependencies: list[str]) -> str:
         context = self.context(job, dependencies)
-        template = job.resources.get("submission_template") or self._default_template
         if " " in context["working_directory"]:
             raise SubmissionError(
                 f"the cache directory path {context['working_directory']!r} contains a space, which "
                 "job scripts cannot use as working directory; choose a cache_directory without spaces"
             )
-        self.render(job, dependencies)  # template errors surface with a clear message
+        # template errors surface with a clear message; pysqa then renders the same compiled template
+        self.render(job, dependencies)
+        template = self._template(job)
         fixed = {k: context.pop(k) for k in ("job_name", "working_directory", "command",
                                               "dependency_list", "memory_max", "run_time_max", "cores")}
         if self._uses_config:

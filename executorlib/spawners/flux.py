@@ -280,10 +280,13 @@ class FluxBatchCommand:
     def submit_job(self, queue: Optional[str] = None, job_name: str = "", working_directory: str = ".",
                    cores: int = 1, memory_max: Any = None, run_time_max: Optional[int] = None,
                    dependency_list: Optional[list] = None, command: str = "",
-                   submission_template: str = "", **kwargs: Any) -> str:
+                   submission_template: Any = "", **kwargs: Any) -> str:
         import jinja2
 
-        script = jinja2.Template(submission_template).render(
+        template = submission_template
+        if not isinstance(template, jinja2.Template):
+            template = jinja2.Template(template)
+        script = template.render(
             command=command, job_name=job_name, working_directory=working_directory, cores=cores,
             memory_max=memory_max, run_time_max=run_time_max, dependency_list=dependency_list,
             **kwargs,
