@@ -29,6 +29,10 @@ from executorlib.task import Task
 
 __all__ = ["Scheduler", "resolve_from_store"]
 
+#: seconds of pause per running job between two looks for their results (a stat each, ~10 us):
+#: 1,000 running jobs are looked at every second, about 1 % of a core
+LOOK_COST = 0.001
+
 log = logging.getLogger("executorlib")
 
 #: a claim by another process older than this, whose owner cannot be checked, is stale
@@ -127,6 +131,9 @@ class Scheduler:
         # go now), so that shutdown(wait=False) followed by the end of the process loses none
         self._handed_over = threading.Event()
         self._status_failing_since: Optional[float] = None
+        # job ids seen running by the last status query: _look_for_results checks their results
+        # between queries when the spawner's min_poll_interval spaces the queries out
+        self._running: set[str] = set()
         self._thread = threading.Thread(target=self._main, name="executorlib-scheduler", daemon=True)
         self._thread.start()
 
@@ -157,17 +164,29 @@ class Scheduler:
     # -- the loop ----------------------------------------------------------------------------------
     def _main(self) -> None:
         interval = self.refresh_rate
+        # the spawner's floor between two status queries: new messages wake the loop, but do not
+        # make it query; between queries it looks on disk for the results of running jobs
         floor = self.spawner.min_poll_interval
-        next_poll = 0.0  # a new message wakes the loop, but polls keep at least `floor` apart
+        next_poll = next_look = 0.0
         try:
             while True:
-                changed = self._drain_inbox(max(interval, floor))
+                wait = interval
+                if floor > 0:
+                    if not self._running:
+                        wait = max(interval, floor)
+                    if self._by_job:
+                        wait = min(wait, max(next_poll - time.monotonic(), 0.0))
+                changed = self._drain_inbox(wait)
                 if self._closing and not self._entries:
                     break
                 now = time.monotonic()
-                if now >= next_poll:
+                polled = False
+                if now >= next_poll and self._by_job:
                     changed |= self._poll()
-                    next_poll = now + floor
+                    polled = True
+                elif self._running and now >= next_look:
+                    changed |= self._look_for_results()
+                    next_look = now + max(self.refresh_rate, len(self._running) * LOOK_COST)
                 changed |= self._watch_claims()
                 changed |= self._submit_ready()
                 if self._closing:
@@ -179,6 +198,8 @@ class Scheduler:
                     interval = self.refresh_rate
                 else:
                     interval = min(max(interval * 1.5, self.refresh_rate), self.spawner.max_poll_interval)
+                if polled and floor > 0:
+                    next_poll = now + max(floor, interval)
         except BaseException as error:  # noqa: BLE001 - a bug here must not leave Futures hanging
             log.exception("executorlib scheduler loop failed")
             for entry in list(self._entries.values()):
@@ -426,6 +447,8 @@ class Scheduler:
         self._status_failing_since = None
         changed = False
         now = time.monotonic()
+        self._running = {job_id for job_id, status in states.items()
+                         if status is not None and status.running and job_id in self._by_job}
         for job_id, key in list(self._by_job.items()):
             if job_id not in self._by_job:  # dropped earlier in this pass (a parent's failure)
                 continue
@@ -480,6 +503,22 @@ class Scheduler:
                 else:
                     state = status.state if status is not None else None
                     self._fail(entry, self._job_failure(entry, job_id, state))
+                changed = True
+        return changed
+
+    def _look_for_results(self) -> bool:
+        """Resolve the tasks whose jobs were running at the last status query and have written
+        their result since: one ``stat`` per running job, no query to the job scheduler."""
+        changed = False
+        for job_id in list(self._running):
+            key = self._by_job.get(job_id)
+            entry = self._entries.get(key) if key is not None else None
+            if entry is None or entry.job_id != job_id:
+                self._running.discard(job_id)
+            elif self.store.has_result(key):
+                self._running.discard(job_id)
+                del self._by_job[job_id]
+                self._resolve(entry)
                 changed = True
         return changed
 

@@ -156,3 +156,40 @@ def test_polling_does_not_stat_pending_tasks(tmp_path, monkeypatch):
         scheduler.shutdown(wait=True, cancel_futures=True)
     assert all(task.future.done() for task in tasks)
 
+
+
+class RunningSpawner(InMemorySpawner):
+    """Jobs that are reported running; status queries at most every 30 s (a busy cluster)."""
+
+    min_poll_interval = 30.0
+    max_poll_interval = 30.0
+
+    def states(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        with self.lock:
+            self.passes += 1
+            return {j: JobStatus("RUNNING", active=True, running=True) for j in job_ids if j not in self.gone}
+
+
+def test_status_queries_keep_the_spawners_floor_and_results_are_seen_between_them(tmp_path):
+    store = TaskStore(tmp_path / "cache")
+    spawner = RunningSpawner()
+    scheduler = Scheduler(store, spawner, refresh_rate=0.001)
+    resources = merge_resources({}, None)
+    tasks = []
+    for i in range(3):
+        key = f"task_{i}"
+        store.task_dir(key).mkdir()
+        future: Future = Future()
+        future._executorlib_key = key  # type: ignore[attr-defined]
+        tasks.append(Task(key, "task", double, (i,), {}, resources, future))
+    try:
+        scheduler.add(tasks[0])
+        wait_for(lambda: tasks[0].future.running(), what="the first job to be seen running")
+        for task in tasks[1:]:  # new work wakes the loop, but must not trigger a status query
+            scheduler.add(task)
+        wait_for(lambda: len(spawner.jobs) == 3, what="every task to be submitted")
+        store.write_result(tasks[0].key, "finished", runtime=0.0)
+        assert tasks[0].future.result(timeout=10) == "finished"  # long before the next query
+        assert spawner.passes == 1
+    finally:
+        scheduler.shutdown(wait=False, cancel_futures=True)

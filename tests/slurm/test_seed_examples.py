@@ -8,7 +8,7 @@ import executorlib.spawners.slurm as slurm_module
 from executorlib import Executor
 from tests.slurm import funcs
 from tests.slurm.conftest import skip_or_fail
-from tests.slurm.slurm_tools import SEED_TEMPLATE, scontrol_job, squeue_states, wait_job_id
+from tests.slurm.slurm_tools import SEED_TEMPLATE, scontrol_job, squeue_states, wait_job_id, wait_state
 
 pytestmark = pytest.mark.slurm
 
@@ -68,6 +68,9 @@ def test_add_funct_chain_uses_afterok_while_parents_run(slurm_cache):
             assert fields["JobState"] == "PENDING"
         assert not chain[0].done()
         assert future.result() == 22
+    # a Future resolves as soon as its result is written; SLURM marks the last job COMPLETED
+    # a moment later, once its process has exited
+    wait_state(ids[-1], lambda state: state != "RUNNING" and state != "COMPLETING")
     assert all(state == "COMPLETED" for state, _ in squeue_states(ids).values())
 
 
