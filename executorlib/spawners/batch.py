@@ -10,6 +10,7 @@ extra keys.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 import shlex
@@ -72,12 +73,13 @@ class BatchSpawner(Spawner):
     template_name: str = ""
 
     def __init__(self, pysqa_config_directory: Optional[str | os.PathLike] = None):
-        try:
-            import jinja2  # noqa: F401
-            from pysqa import QueueAdapter
-        except ImportError as error:
-            raise missing_extra(error.name or "pysqa", "submission", f"backend {self.name!r}") from None
+        for module in ("jinja2", "pysqa"):  # found, not imported: pysqa imports pandas (~0.6 s),
+            if importlib.util.find_spec(module) is None:  # which a fully cached run never needs
+                raise missing_extra(module, "submission", f"backend {self.name!r}")
+        self._adapter: Any = None  # made at the first submission (make_adapter)
         if pysqa_config_directory is not None:
+            from pysqa import QueueAdapter
+
             directory = Path(pysqa_config_directory).expanduser()
             if not directory.is_dir():
                 raise ValueError(f"pysqa_config_directory {str(directory)!r} is not a directory")
@@ -87,7 +89,6 @@ class BatchSpawner(Spawner):
                 raise ValueError(f"pysqa_config_directory {str(directory)!r} cannot be used: {error}") from None
             self._uses_config = True
         else:
-            self._adapter = self.make_adapter()
             self._uses_config = False
         self._default_template = (TEMPLATE_DIR / self.template_name).read_text()
 
@@ -176,6 +177,8 @@ class BatchSpawner(Spawner):
             kwargs: dict[str, Any] = {"queue": job.resources.get("partition")}
         else:
             kwargs = {"submission_template": template}
+        if self._adapter is None:
+            self._adapter = self.make_adapter()
         try:
             job_id = self._adapter.submit_job(**fixed, **kwargs, **context)
         except SubmissionError:

@@ -247,3 +247,41 @@ def test_sbatch_sees_gpus_per_core(spawner, tmp_path):
     """The test cluster has no GPUs: sbatch refuses, which shows the option reached it."""
     answer = sbatch_test_only(spawner, tmp_path, gpus_per_core=1)
     assert answer.startswith("rc=1") and "gres" in answer.lower(), answer
+
+
+def test_a_missing_pysqa_names_the_extra_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    from executorlib import Executor
+    from executorlib.errors import MissingDependencyError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pysqa" else real_find_spec(name, *a))
+    with pytest.raises(MissingDependencyError, match=r"'pysqa'.*pip install 'executorlib\[submission\]'"):
+        Executor(backend="slurm_submission", cache_directory=tmp_path / "cache")
+
+
+def test_cached_calls_do_not_import_pysqa(tmp_path):
+    """pysqa (and pandas with it) is imported at the first submission only."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import operator, sys
+        from executorlib import Executor
+        from executorlib.resources import merge_resources
+        from executorlib.store import TaskStore
+        from executorlib.task import compute_key
+        store = TaskStore({str(tmp_path / 'cache')!r})  # add(1, 2) as a finished job leaves it
+        key = compute_key(operator.add, (1, 2), {{}}, name="add")
+        store.write_task(key, "add", operator.add, (1, 2), {{}}, merge_resources({{}}, None), [])
+        store.write_result(key, 3, runtime=0.0)
+        with Executor(backend="slurm_submission", cache_directory=store.directory) as exe:
+            assert exe.submit(operator.add, 1, 2).result() == 3
+        print("pysqa" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
