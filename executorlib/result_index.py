@@ -161,7 +161,8 @@ class ResultIndex:
             if current == stamp:
                 entries[key] = (stamp, bytes(pack.value(offset, length)))
         try:
-            self._write(entries)
+            path = self._write(entries)
+            written = _Pack(path)
         except Exception:  # noqa: BLE001 - see above
             return
         for pack in merged:  # their live entries are in the new pack
@@ -169,9 +170,12 @@ class ResultIndex:
                 os.unlink(pack.path)
             except OSError:
                 pass
-        # the new pack is for the next process; this one keeps the packs it has loaded
+        with self._lock:  # this process answers from the new pack too, instead of re-reading files
+            self._packs = [p for p in self._packs if p not in merged] + [written]
+            for key, (stamp, offset, length) in written.entries.items():
+                self._lookup[key] = (stamp, written, offset, length)
 
-    def _write(self, entries: dict[str, tuple[Stamp, bytes]]) -> None:
+    def _write(self, entries: dict[str, tuple[Stamp, bytes]]) -> Path:
         from executorlib.store import write_atomic  # store imports this module
 
         self.directory.mkdir(mode=0o700, exist_ok=True)
@@ -192,4 +196,6 @@ class ResultIndex:
                 # contiguous and always allocated, so that readers can memory-map it
                 f.create_dataset("blob", data=blob if len(blob) else np.zeros(0, dtype=np.uint8))
 
-        write_atomic(self.directory / f"pack-{uuid.uuid4().hex}.h5", fill)
+        path = self.directory / f"pack-{uuid.uuid4().hex}.h5"
+        write_atomic(path, fill)
+        return path

@@ -131,3 +131,12 @@ def test_purging_the_cache_removes_the_packs(cache):
     assert _packs(cache)
     clean_cache(cache)
     assert not (cache / result_index.INDEX_DIR).exists()
+
+
+def test_a_long_session_does_not_pack_the_same_results_twice(cache):
+    with Executor(cache_directory=cache) as exe:
+        assert [exe.submit(double, i).result() for i in range(N)] == [2 * i for i in range(N)]
+        exe._store.flush_index()  # what the idle scheduler does two seconds later
+        assert len(_packs(cache)) == 1
+        assert [exe.submit(double, i).result() for i in range(N)] == [2 * i for i in range(N)]
+    assert len(_packs(cache)) == 1  # the second round was answered from the pack just written
