@@ -15,6 +15,7 @@ _LAZY = {
     "Executor": "executorlib.executor",
     "get_cache_data": "executorlib.cache",
     "get_future_from_cache": "executorlib.cache",
+    "get_key": "executorlib.cache",
     "cancel_cache_jobs": "executorlib.cache",
     "clean_cache": "executorlib.cache",
     "progress": "executorlib.progress",

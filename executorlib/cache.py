@@ -30,7 +30,7 @@ from executorlib.result_index import INDEX_DIR
 from executorlib.spawners.base import JobStatus, Spawner
 from executorlib.store import TaskStore, folder_size, write_cancelled
 
-__all__ = ["STATES", "get_cache_data", "get_future_from_cache", "cancel_cache_jobs", "clean_cache"]
+__all__ = ["STATES", "get_cache_data", "get_key", "get_future_from_cache", "cancel_cache_jobs", "clean_cache"]
 
 STATES = ("pending", "running", "done", "failed", "cancelled")
 #: a task folder with no job record for this long, and no result, has nothing that will run it
@@ -379,6 +379,16 @@ def _job_gone(watch: _Watch, status: Optional[JobStatus]) -> JobFailedError:
     except Exception:  # noqa: BLE001
         what = f"job {job_id}"
     return job_failure(watch.store, watch.key, job_id, final, what)
+
+
+def get_key(future: Future) -> str:
+    """The cache key of a Future of an executorlib Executor: the name of its task's folder, as
+    listed by :func:`get_cache_data` and ``python -m executorlib list``, and what
+    :func:`get_future_from_cache` takes in another process."""
+    key = getattr(future, "_executorlib_key", None)
+    if key is None:
+        raise TypeError(f"get_key() needs a Future returned by an executorlib Executor, got {future!r}")
+    return key
 
 
 def get_future_from_cache(cache_directory: PathLike, key: str, backend: Optional[str] = None) -> Future:

@@ -7,11 +7,12 @@ import json
 import os
 import socket
 import time
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
+from pathlib import Path
 
 import pytest
 
-from executorlib import Executor, cancel_cache_jobs, clean_cache, get_cache_data, get_future_from_cache
+from executorlib import Executor, cancel_cache_jobs, clean_cache, get_cache_data, get_future_from_cache, get_key
 from executorlib.errors import JobFailedError
 from executorlib.store import TaskStore
 from tests.cache.conftest import dead_pid, key_of, store_call, store_outcome, wait_for
@@ -96,6 +97,14 @@ def test_future_of_a_finished_task_resolves_at_once(tmp_path):
     assert future.done() and future.result() == 8
     with pytest.raises(ValueError, match="stored"):
         get_future_from_cache(store.directory, failed).result(timeout=0)
+
+
+def test_get_key_names_the_task_folder_of_a_future(held):
+    exe, future, key, _ = held
+    assert get_key(future) == key
+    assert (Path(exe.cache_directory) / get_key(future) / "task.h5").is_file()
+    with pytest.raises(TypeError, match="returned by an executorlib Executor"):
+        get_key(Future())
 
 
 def test_future_of_a_running_task_resolves_when_its_result_appears(held):
