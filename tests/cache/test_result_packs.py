@@ -9,7 +9,7 @@ import pytest
 
 import executorlib.result_index as result_index
 import executorlib.store as store_module
-from executorlib import Executor, clean_cache
+from executorlib import Executor, clean_cache, get_key
 from executorlib.store import TaskStore
 from tests.cache.conftest import store_outcome
 from tests.cache.funcs import double, fail
@@ -140,3 +140,32 @@ def test_a_long_session_does_not_pack_the_same_results_twice(cache):
         assert len(_packs(cache)) == 1
         assert [exe.submit(double, i).result() for i in range(N)] == [2 * i for i in range(N)]
     assert len(_packs(cache)) == 1  # the second round was answered from the pack just written
+
+
+# -- result.pkl: the job's own copy of a small result ------------------------------------------------
+def test_a_job_leaves_a_copy_of_a_small_result_that_a_new_process_reads(tmp_path, monkeypatch):
+    with Executor(cache_directory=tmp_path / "cache") as exe:
+        small, big = exe.submit(double, 21), exe.submit(double, "x" * result_index.MAX_ENTRY_BYTES)
+        assert small.result() == 42 and len(big.result()) == 2 * result_index.MAX_ENTRY_BYTES
+    folder = tmp_path / "cache"
+    assert (folder / get_key(small) / "result.pkl").is_file()
+    assert not (folder / get_key(big) / "result.pkl").exists()  # large values: result.h5 only
+    _forbid_result_files(monkeypatch)
+    assert TaskStore(folder, use_index=False).read_result(get_key(small)).value == 42
+
+
+def test_a_stale_or_damaged_copy_is_never_used(tmp_path):
+    store = TaskStore(tmp_path / "cache", use_index=False)
+    key = store_outcome(store, double, 1, value="first")
+    first_copy = store.path(key, "result.pkl").read_bytes()
+    store.write_result(key, "second", runtime=0.1)
+    store.path(key, "result.pkl").write_bytes(first_copy)  # a copy of the previous result.h5
+    assert store.read_result(key).value == "second"
+    store.write_result(key, "third", runtime=0.1)
+    damaged = bytearray(store.path(key, "result.pkl").read_bytes())
+    damaged[-3] ^= 0xFF  # one flipped byte in the pickle
+    store.path(key, "result.pkl").write_bytes(bytes(damaged))
+    assert store.read_result(key).value == "third"
+    store.write_error(key, ValueError("now it fails"), "", runtime=0.1)
+    assert not store.path(key, "result.pkl").exists()
+    assert isinstance(store.read_result(key).error, ValueError)
