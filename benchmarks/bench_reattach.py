@@ -2,7 +2,7 @@
 
 For each N a cache holding the results of ``add(i, i)`` for ``i < N`` is written first (by a
 separate process, through the task store's own write functions, exactly the files a finished job
-leaves: task.h5 and result.h5), then a fresh interpreter runs::
+leaves: task.h5, result.h5 and result.pkl), then a fresh interpreter runs::
 
     with Executor(backend=..., cache_directory=cache) as exe:
         futures = [exe.submit(add, i, i) for i in range(N)]
@@ -213,7 +213,7 @@ def main() -> None:
                        "next process total", "next: us per call"], table)
     mine = results["executorlib (ours)"]
     big = mine[-1]
-    print(f"\nours: {big['n']} cached calls in a new process: {big['wall']:.2f} s from the result files, "
+    print(f"\nours: {big['n']} cached calls in a new process: {big['wall']:.2f} s from the jobs' files, "
           f"{big['again_wall']:.2f} s in the process after it (result packs) (target < 2 s for 4000)")
     for name, rows in results.items():
         if name != "executorlib (ours)" and rows:
