@@ -32,6 +32,8 @@ __all__ = ["Scheduler", "resolve_from_store"]
 #: seconds of pause per running job between two looks for their results (a stat each, ~10 us):
 #: 1,000 running jobs are looked at every second, about 1 % of a core
 LOOK_COST = 0.001
+#: seconds the loop spends at most on the Executor's messages before a pass over its tasks
+DRAIN_BUDGET = 0.1
 
 log = logging.getLogger("executorlib")
 
@@ -215,11 +217,14 @@ class Scheduler:
                 self.on_exit()
 
     def _drain_inbox(self, timeout: float) -> bool:
+        """Handle the messages of the Executor; a burst of submissions is taken in slices of
+        DRAIN_BUDGET seconds, so that the first tasks start while later ones are still written."""
         changed = False
         try:
             message = self._inbox.get(timeout=timeout)
         except queue.Empty:
             return False
+        deadline = time.monotonic() + DRAIN_BUDGET
         while True:
             kind, payload = message
             if kind == "add":
@@ -233,6 +238,8 @@ class Scheduler:
                 if payload:
                     self._cancel_everything()
             changed = True
+            if time.monotonic() > deadline:
+                return changed
             try:
                 message = self._inbox.get_nowait()
             except queue.Empty:
@@ -249,6 +256,14 @@ class Scheduler:
             return
         entry = _Entry(task)
         self._entries[key] = entry
+        if task.pickled is not None:
+            try:
+                self.store.write_task(key, task.fn_name, None, None, None, task.resources,
+                                      list(task.parents), pickled=task.pickled)
+            except Exception as error:  # noqa: BLE001 - e.g. a full disk: this task fails
+                self._fail(entry, error)
+                return
+            task.pickled = None  # written: no second copy of large arguments in memory
         for parent_key, parent in task.parents.items():
             parent_entry = self._entries.get(parent_key)
             if parent.done():

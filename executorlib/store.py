@@ -212,18 +212,21 @@ class TaskStore:
         return sorted(p.name for p in os.scandir(self.directory) if p.is_dir() and not p.name.startswith("."))
 
     # -- task ------------------------------------------------------------------------------------
+    @staticmethod
+    def pickle_call(fn: Any, args: Any, kwargs: Any) -> dict[str, bytes]:
+        """The datasets of a task file: the pickled function, args and kwargs."""
+        return {"function": cloudpickle.dumps(fn), "args": cloudpickle.dumps(args),
+                "kwargs": cloudpickle.dumps(kwargs)}
+
     def write_task(self, key: str, fn_name: str, fn: Any, args: Any, kwargs: Any,
-                   resources: dict, parents: list[str]) -> bool:
-        """Store the call once; returns False when the task file already existed."""
+                   resources: dict, parents: list[str], pickled: Optional[dict[str, bytes]] = None) -> bool:
+        """Store the call once (``pickled``: from :meth:`pickle_call` already); returns False
+        when the task file already existed."""
         task_path = self.path(key, TASK_FILE)
         if task_path.exists():
             return False
         task_path.parent.mkdir(mode=0o700, exist_ok=True)
-        datasets = {
-            "function": cloudpickle.dumps(fn),
-            "args": cloudpickle.dumps(args),
-            "kwargs": cloudpickle.dumps(kwargs),
-        }
+        datasets = pickled if pickled is not None else self.pickle_call(fn, args, kwargs)
         attrs = {
             "format_version": FORMAT_VERSION,
             "function_name": fn_name,

@@ -51,6 +51,9 @@ class Task:
     resources: dict
     future: Future
     parents: dict[str, Future] = field(default_factory=dict)
+    #: the pickled function, args and kwargs (made by submit(), so that pickling errors and later
+    #: mutations of the arguments cannot matter), written to task.h5 by the scheduler thread
+    pickled: Optional[dict] = None
 
     def __repr__(self) -> str:
         state = self.future._state.lower()  # PENDING, RUNNING, FINISHED, CANCELLED...

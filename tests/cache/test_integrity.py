@@ -11,7 +11,7 @@ import h5py
 import pytest
 
 import executorlib.store as store_module
-from executorlib import Executor, get_cache_data
+from executorlib import Executor, get_cache_data, get_key
 from executorlib.errors import CacheCorruptedError
 from executorlib.store import RESULT_FILE, TASK_FILE, TaskStore
 from tests.cache.conftest import key_of, store_call
@@ -90,6 +90,22 @@ def test_disk_full_while_writing_a_result_leaves_no_result(tmp_path, monkeypatch
     assert not store.has_result(key)
     assert sorted(p.name for p in store.task_dir(key).iterdir()) == [TASK_FILE]  # no temporary left
     assert get_cache_data(store.directory)[0]["state"] == "pending"
+
+
+def test_disk_full_while_writing_a_task_file_fails_only_that_future(tmp_path, monkeypatch):
+    with Executor(cache_directory=tmp_path / "cache") as exe:
+        monkeypatch.setattr(store_module, "_fsync", _disk_full)  # task.h5 is written, then synced
+        doomed = exe.submit(double, 9)
+        child = exe.submit(double, doomed)
+        assert isinstance(doomed.exception(timeout=30), OSError)
+        assert "No space left" in str(doomed.exception())
+        assert child.exception(timeout=30) is not None  # its parent failed: it never runs
+        monkeypatch.undo()
+        assert exe.submit(double, 10).result(timeout=60) == 20  # the Executor goes on
+    store = TaskStore(tmp_path / "cache")
+    folder = store.task_dir(get_key(doomed))
+    assert not store.has_task(get_key(doomed))
+    assert not folder.exists() or list(folder.iterdir()) == []  # no temporary file left behind
 
 
 def test_cache_directory_is_created_private(tmp_path):
