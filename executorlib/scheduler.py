@@ -170,6 +170,7 @@ class Scheduler:
         # make it query; between queries it looks on disk for the results of running jobs
         floor = self.spawner.min_poll_interval
         next_poll = next_look = 0.0
+        poll_gap = floor
         try:
             while True:
                 wait = interval
@@ -200,8 +201,13 @@ class Scheduler:
                     interval = self.refresh_rate
                 else:
                     interval = min(max(interval * 1.5, self.refresh_rate), self.spawner.max_poll_interval)
-                if polled and floor > 0:
-                    next_poll = now + max(floor, interval)
+                if floor > 0:  # the gap between status queries backs off from the floor
+                    if changed:
+                        poll_gap = floor
+                    elif polled:
+                        poll_gap = min(poll_gap * 1.5, max(floor, self.spawner.max_poll_interval))
+                    if polled:
+                        next_poll = now + poll_gap
         except BaseException as error:  # noqa: BLE001 - a bug here must not leave Futures hanging
             log.exception("executorlib scheduler loop failed")
             for entry in list(self._entries.values()):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -193,3 +194,29 @@ def test_status_queries_keep_the_spawners_floor_and_results_are_seen_between_the
         assert spawner.passes == 1
     finally:
         scheduler.shutdown(wait=False, cancel_futures=True)
+
+
+class QuietSpawner(InMemorySpawner):
+    """Queued jobs on a scheduler whose status queries must keep 0.2 s apart, backing off to 0.4 s."""
+
+    min_poll_interval = 0.2
+    max_poll_interval = 0.4
+
+
+def test_polling_backs_off_from_the_spawners_floor(tmp_path):
+    store = TaskStore(tmp_path / "cache")
+    spawner = QuietSpawner()
+    scheduler = Scheduler(store, spawner, refresh_rate=0.001)
+    store.task_dir("task_0").mkdir()
+    future: Future = Future()
+    future._executorlib_key = "task_0"  # type: ignore[attr-defined]
+    try:
+        scheduler.add(Task("task_0", "task", double, (0,), {}, merge_resources({}, None), future))
+        wait_for(lambda: spawner.passes >= 1, what="the first status query")
+        start = spawner.passes
+        time.sleep(2.0)
+        # nothing changes: 0.3 s, then 0.4 s apart (5-6 queries); rising from refresh_rate
+        # instead would take ~13 queries 0.2 s apart before reaching the floor
+        assert spawner.passes - start <= 7
+    finally:
+        scheduler.shutdown(wait=True, cancel_futures=True)

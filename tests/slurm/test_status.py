@@ -39,6 +39,8 @@ def test_states_of_known_unknown_and_finished_jobs(slurm_cache):
         assert finished.result(timeout=120) == 3
         done_id, running_id = wait_job_id(slurm_cache, finished), wait_job_id(slurm_cache, running)
         wait_state(running_id, lambda s: s == "RUNNING")
+        # the Future resolves once the result is written; the job ends a moment later
+        wait_state(done_id, lambda s: s not in ("RUNNING", "COMPLETING"))
         unknown = unknown_job_id()
 
         states = spawner.states([done_id, running_id, unknown])
