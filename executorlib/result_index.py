@@ -35,6 +35,9 @@ FORMAT_VERSION = 1
 MAX_ENTRY_BYTES = 64 * 1024  # larger results are read from result.h5 only (no second copy on disk)
 MAX_PACKS = 8  # more packs than this are merged by the next writer
 MIN_NEW_ENTRIES = 64  # fewer results than this are cheap to read from their files: no pack
+MAX_PENDING_BYTES = 16 * 1024 * 1024  # values held for the next pack: written out beyond this
+MERGE_BELOW = 16 * 1024 * 1024  # only packs smaller than this are merged (bounded memory)
+RESULT_FILE = "result.h5"  # as in executorlib.store, which imports this module
 
 Stamp = tuple[int, int, int]
 
@@ -60,6 +63,7 @@ class _Pack:
             blob = f["blob"]
             blob_offset = blob.id.get_offset()
             blob_size = int(blob.shape[0])
+        self.size = blob_size
         if len(offsets) != len(keys) + 1 or len(stamps) != len(keys) or offsets[-1] != blob_size:
             raise ValueError(f"pack {path} is inconsistent")
         if blob_size:
@@ -84,6 +88,7 @@ class ResultIndex:
     """The packs of one cache directory, loaded on the first lookup; thread-safe."""
 
     def __init__(self, cache_directory: Path):
+        self.cache_directory = cache_directory
         self.directory = cache_directory / INDEX_DIR
         self._lock = threading.Lock()
         self._loaded = False
@@ -91,6 +96,7 @@ class ResultIndex:
         self._lookup: dict[str, tuple[Stamp, _Pack, int, int]] = {}
         self._new: dict[str, tuple[Stamp, bytes]] = {}  # read from result.h5 files, not packed yet
         self._last_new = 0.0
+        self._new_bytes = 0
 
     # -- reading -------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -124,38 +130,44 @@ class ResultIndex:
             return
         with self._lock:
             self._new[key] = (stamp, bytes(data))
+            self._new_bytes += len(data)
             self._last_new = time.monotonic()
+            full = self._new_bytes > MAX_PENDING_BYTES
+        if full:  # a long session that reads many results: no unbounded memory until it ends
+            self.flush(minimum=1)
 
     # -- writing -------------------------------------------------------------------------------
-    def flush_if_quiet(self, result_path, quiet: float = 2.0) -> None:
+    def flush_if_quiet(self, quiet: float = 2.0) -> None:
         """:meth:`flush` once no new value was read for ``quiet`` seconds (the scheduler's idle
         passes call this, so a notebook that is never shut down still leaves its pack)."""
         if self._new and time.monotonic() - self._last_new >= quiet:
-            self.flush(result_path)
+            self.flush()
 
-    def flush(self, result_path) -> None:
+    def flush(self, minimum: Optional[int] = None) -> None:
         """Write the remembered values as a new pack (merging all packs when there are too many).
 
-        ``result_path(key)`` is the path of a key's result.h5, used to drop stale entries when
-        merging. Failures (read-only or full file system) are ignored: packs only save time.
+        Merging drops the entries whose result.h5 changed or vanished. Failures (read-only or full
+        file system) are ignored: packs only save time.
         """
         with self._lock:
-            if len(self._new) < MIN_NEW_ENTRIES:
+            if len(self._new) < (MIN_NEW_ENTRIES if minimum is None else minimum):
                 return
             if not self._loaded:
                 self._load()
             entries = {k: v for k, v in self._new.items()
                        if k not in self._lookup or self._lookup[k][0] != v[0]}
             self._new.clear()
-            merged = list(self._packs) if entries and len(self._packs) + 1 > MAX_PACKS else []
-            packed = dict(self._lookup) if merged else {}
+            self._new_bytes = 0
+            small = [p for p in self._packs if p.size < MERGE_BELOW]
+            merged = small if entries and len(small) + 1 > MAX_PACKS else []
+            packed = {k: v for k, v in self._lookup.items() if v[1] in merged} if merged else {}
         if not entries:
             return
         for key, (stamp, pack, offset, length) in packed.items():
             if key in entries:
                 continue
             try:
-                current = stamp_of(os.stat(result_path(key)))
+                current = stamp_of(os.stat(self.cache_directory / key / RESULT_FILE))
             except OSError:
                 continue  # the task was deleted
             if current == stamp:

@@ -419,12 +419,9 @@ class TaskStore:
         if self.index is None:
             return
         if quiet is None:
-            self.index.flush(self._result_path)
+            self.index.flush()
         else:
-            self.index.flush_if_quiet(self._result_path, quiet)
-
-    def _result_path(self, key: str) -> Path:
-        return self.path(key, RESULT_FILE)
+            self.index.flush_if_quiet(quiet)
 
     def read_result_info(self, key: str) -> Optional[dict]:
         """Metadata of the outcome without unpickling it, or None when there is none yet."""

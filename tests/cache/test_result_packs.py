@@ -169,3 +169,24 @@ def test_a_stale_or_damaged_copy_is_never_used(tmp_path):
     store.write_error(key, ValueError("now it fails"), "", runtime=0.1)
     assert not store.path(key, "result.pkl").exists()
     assert isinstance(store.read_result(key).error, ValueError)
+
+
+def test_a_long_session_writes_packs_as_it_goes(cache, monkeypatch):
+    monkeypatch.setattr(result_index, "MAX_PENDING_BYTES", 100)  # a dozen or two small pickles
+    with Executor(cache_directory=cache) as exe:
+        assert [exe.submit(double, i).result() for i in range(N)] == [2 * i for i in range(N)]
+        written = _packs(cache)
+        assert written  # before the session ends: the values it holds stay bounded
+    _forbid_result_files(monkeypatch)
+    assert _resubmit(cache) == [2 * i for i in range(N)]
+
+
+def test_large_packs_are_not_merged(tmp_path, monkeypatch):
+    monkeypatch.setattr(result_index, "MIN_NEW_ENTRIES", 1)
+    monkeypatch.setattr(result_index, "MERGE_BELOW", 1)  # every pack counts as large
+    store = TaskStore(tmp_path / "cache")
+    for i in range(result_index.MAX_PACKS + 1):
+        store_outcome(store, double, i, value=2 * i)
+        with Executor(cache_directory=store.directory) as exe:
+            assert exe.submit(double, i).result() == 2 * i
+    assert len(_packs(store.directory)) == result_index.MAX_PACKS + 1  # merging would hold them all in memory
