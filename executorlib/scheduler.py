@@ -208,6 +208,8 @@ class Scheduler:
                         poll_gap = min(poll_gap * 1.5, max(floor, self.spawner.max_poll_interval))
                     if polled:
                         next_poll = now + poll_gap
+                    elif changed:  # activity (e.g. new jobs): the next query comes within the floor
+                        next_poll = min(next_poll, now + floor)
         except BaseException as error:  # noqa: BLE001 - a bug here must not leave Futures hanging
             log.exception("executorlib scheduler loop failed")
             for entry in list(self._entries.values()):
