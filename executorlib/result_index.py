@@ -8,9 +8,11 @@ stamp still matches the result.h5 next to it (one ``stat``), so a task that was 
 recomputed is never answered from a pack, and a pack that is lost, corrupt or deleted only costs
 speed. The whole ``.index`` folder may be removed at any time.
 
-Packs are written by the client (never by jobs): the results this process read from result.h5
-files are added as a new pack when the Executor shuts down; when more than :data:`MAX_PACKS`
-packs exist, the writer merges them into one and drops stale entries. Every pack is written to
+Packs are written by the client (never by jobs): the small results this process read from
+their task folders (result.pkl or result.h5) become a new pack when the Executor shuts down, two
+seconds after the last such read, or once they exceed :data:`MAX_PENDING_BYTES`; when more than
+:data:`MAX_PACKS` packs under :data:`MERGE_BELOW` bytes exist, the writer merges them into one
+and drops stale entries. Every pack is written to
 a temporary name and renamed into place; concurrent writers only duplicate entries. The values
 are read through a memory map of the pack, so loading an index costs memory only for what is used.
 """
@@ -28,23 +30,19 @@ from typing import Optional
 import h5py
 import numpy as np
 
-__all__ = ["ResultIndex", "stamp_of", "MAX_ENTRY_BYTES", "MAX_PACKS"]
+from executorlib.store import MAX_COPY_BYTES, RESULT_FILE, stamp_of, write_atomic
+
+__all__ = ["ResultIndex", "MAX_ENTRY_BYTES", "MAX_PACKS"]
 
 INDEX_DIR = ".index"
 FORMAT_VERSION = 1
-MAX_ENTRY_BYTES = 64 * 1024  # larger results are read from result.h5 only (no second copy on disk)
+MAX_ENTRY_BYTES = MAX_COPY_BYTES  # larger results are read from result.h5 only (no second copy on disk)
 MAX_PACKS = 8  # more packs than this are merged by the next writer
 MIN_NEW_ENTRIES = 64  # fewer results than this are cheap to read from their files: no pack
 MAX_PENDING_BYTES = 16 * 1024 * 1024  # values held for the next pack: written out beyond this
 MERGE_BELOW = 16 * 1024 * 1024  # only packs smaller than this are merged (bounded memory)
-RESULT_FILE = "result.h5"  # as in executorlib.store, which imports this module
 
 Stamp = tuple[int, int, int]
-
-
-def stamp_of(stat: os.stat_result) -> Stamp:
-    """What identifies one version of a result.h5: it is never rewritten in place, only replaced."""
-    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 class _Pack:
@@ -188,8 +186,6 @@ class ResultIndex:
                 self._lookup[key] = (stamp, written, offset, length)
 
     def _write(self, entries: dict[str, tuple[Stamp, bytes]]) -> Path:
-        from executorlib.store import write_atomic  # store imports this module
-
         self.directory.mkdir(mode=0o700, exist_ok=True)
         keys = list(entries)
         values = [entries[k][1] for k in keys]

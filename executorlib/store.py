@@ -40,7 +40,6 @@ import h5py
 import numpy as np
 
 from executorlib.errors import CacheCorruptedError, CacheError, RemoteError
-from executorlib.result_index import MAX_ENTRY_BYTES, ResultIndex, stamp_of
 
 __all__ = ["TaskStore", "FORMAT_VERSION", "Outcome"]
 
@@ -48,10 +47,17 @@ FORMAT_VERSION = 1
 TASK_FILE = "task.h5"
 RESULT_FILE = "result.h5"
 COPY_FILE = "result.pkl"
+#: results whose pickle is at most this big get a result.pkl copy (and may enter result packs)
+MAX_COPY_BYTES = 64 * 1024
 _COPY_HEADER = struct.Struct("<4sQQQI")  # magic, result.h5's inode, size, mtime_ns; crc32 of the pickle
 _COPY_MAGIC = b"XLR1"
 JOB_FILE = "job.json"
 LOG_FILE = "job.out"
+
+
+def stamp_of(info: os.stat_result) -> tuple[int, int, int]:
+    """What identifies one version of a result.h5: it is never rewritten in place, only replaced."""
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 class Outcome:
@@ -167,7 +173,11 @@ class TaskStore:
     def __init__(self, directory: os.PathLike | str, create: bool = True, use_index: bool = True):
         self.directory = Path(directory).expanduser().absolute()
         # packs of small results for fast reattach (executorlib.result_index); jobs go without
-        self.index: Optional[ResultIndex] = ResultIndex(self.directory) if use_index else None
+        self.index: Any = None
+        if use_index:  # imported here: jobs go without it
+            from executorlib.result_index import ResultIndex
+
+            self.index = ResultIndex(self.directory)
         if create:
             self._create()
         elif not self.directory.is_dir():
@@ -328,7 +338,7 @@ class TaskStore:
     def write_result(self, key: str, value: Any, runtime: float) -> None:
         data = cloudpickle.dumps(value)
         self._write_outcome(key, {"output": data}, {"runtime": runtime})
-        if len(data) <= MAX_ENTRY_BYTES:
+        if len(data) <= MAX_COPY_BYTES:
             self._write_copy(key, data)
         else:
             self.path(key, COPY_FILE).unlink(missing_ok=True)  # of an earlier, smaller result
