@@ -48,7 +48,7 @@ def populate_ours(cache: str, n: int) -> None:
     resources = merge_resources(None, None)
     for i in range(n):
         key = compute_key(add, (i, i), {}, name="add")
-        store.write_task(key, "add", add, (i, i), {}, resources, [])
+        store.write_task(key, "add", store.pickle_call(add, (i, i), {}), resources, [])
         store.write_result(key, add(i, i), 0.0)
 
 

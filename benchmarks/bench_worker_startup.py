@@ -75,7 +75,7 @@ def ours(repeat: int, work: Path) -> dict:
     key = compute_key(add, (1, 2), {}, name="add")
     from executorlib.resources import merge_resources
 
-    store.write_task(key, "add", add, (1, 2), {}, merge_resources(None, None), [])
+    store.write_task(key, "add", store.pickle_call(add, (1, 2), {}), merge_resources(None, None), [])
     result = store.path(key, RESULT_FILE)
     command = [sys.executable, "-m", "executorlib.worker", str(store.task_dir(key))]
     row = measure(command, repeat, before=lambda: result.unlink(missing_ok=True))

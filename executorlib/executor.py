@@ -271,7 +271,7 @@ class Executor(_BaseExecutor):
                 future.set_exception(error)
                 return future
             # the scheduler thread writes task.h5 (HDF5 + fsync, ~5 ms): submit() returns at once
-            self._scheduler.add(Task(key, fn_name, fn, args, kwargs, resources, future, parents, pickled))
+            self._scheduler.add(Task(key, fn_name, resources, future, parents, pickled))
             return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

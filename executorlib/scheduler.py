@@ -266,8 +266,7 @@ class Scheduler:
         self._entries[key] = entry
         if task.pickled is not None:
             try:
-                self.store.write_task(key, task.fn_name, None, None, None, task.resources,
-                                      list(task.parents), pickled=task.pickled)
+                self.store.write_task(key, task.fn_name, task.pickled, task.resources, list(task.parents))
             except Exception as error:  # noqa: BLE001 - e.g. a full disk: this task fails
                 self._fail(entry, error)
                 return

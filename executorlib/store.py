@@ -172,9 +172,10 @@ class TaskStore:
 
     def __init__(self, directory: os.PathLike | str, create: bool = True, use_index: bool = True):
         self.directory = Path(directory).expanduser().absolute()
-        # packs of small results for fast reattach (executorlib.result_index); jobs go without
+        # packs of small results for fast reattach (executorlib.result_index), imported here
+        # because jobs go without them
         self.index: Any = None
-        if use_index:  # imported here: jobs go without it
+        if use_index:
             from executorlib.result_index import ResultIndex
 
             self.index = ResultIndex(self.directory)
@@ -228,15 +229,14 @@ class TaskStore:
         return {"function": cloudpickle.dumps(fn), "args": cloudpickle.dumps(args),
                 "kwargs": cloudpickle.dumps(kwargs)}
 
-    def write_task(self, key: str, fn_name: str, fn: Any, args: Any, kwargs: Any,
-                   resources: dict, parents: list[str], pickled: Optional[dict[str, bytes]] = None) -> bool:
-        """Store the call once (``pickled``: from :meth:`pickle_call` already); returns False
-        when the task file already existed."""
+    def write_task(self, key: str, fn_name: str, pickled: dict[str, bytes], resources: dict,
+                   parents: list[str]) -> bool:
+        """Store the call (``pickled``: from :meth:`pickle_call`) once; returns False when the
+        task file already existed."""
         task_path = self.path(key, TASK_FILE)
         if task_path.exists():
             return False
         task_path.parent.mkdir(mode=0o700, exist_ok=True)
-        datasets = pickled if pickled is not None else self.pickle_call(fn, args, kwargs)
         attrs = {
             "format_version": FORMAT_VERSION,
             "function_name": fn_name,
@@ -245,7 +245,7 @@ class TaskStore:
             "parents": json.dumps(parents),
             "client_cwd": os.getcwd(),
         }
-        return _write_h5(task_path, datasets, attrs, exclusive=True)
+        return _write_h5(task_path, pickled, attrs, exclusive=True)
 
     def read_task(self, key: str) -> tuple[Any, Any, Any]:
         """Load (function, args, kwargs) of a stored task."""

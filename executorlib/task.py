@@ -45,15 +45,13 @@ class Task:
 
     key: str
     fn_name: str
-    fn: Callable
-    args: tuple
-    kwargs: dict
     resources: dict
     future: Future
     parents: dict[str, Future] = field(default_factory=dict)
-    #: the pickled function, args and kwargs (made by submit(), so that pickling errors and later
-    #: mutations of the arguments cannot matter), written to task.h5 by the scheduler thread
-    pickled: Optional[dict] = None
+    #: the pickled function, args and kwargs (TaskStore.pickle_call in submit(), so that pickling
+    #: errors and later mutations of the arguments cannot matter), written to task.h5 by the
+    #: scheduler thread; None when the task file is on disk already
+    pickled: Optional[dict[str, bytes]] = None
 
     def __repr__(self) -> str:
         state = self.future._state.lower()  # PENDING, RUNNING, FINISHED, CANCELLED...

@@ -280,13 +280,9 @@ class FluxBatchCommand:
     def submit_job(self, queue: Optional[str] = None, job_name: str = "", working_directory: str = ".",
                    cores: int = 1, memory_max: Any = None, run_time_max: Optional[int] = None,
                    dependency_list: Optional[list] = None, command: str = "",
-                   submission_template: Any = "", **kwargs: Any) -> str:
-        import jinja2
-
-        template = submission_template
-        if not isinstance(template, jinja2.Template):
-            template = jinja2.Template(template)
-        script = template.render(
+                   submission_template: Any = None, **kwargs: Any) -> str:
+        # submission_template: the jinja2.Template that BatchSpawner.submit compiled
+        script = submission_template.render(
             command=command, job_name=job_name, working_directory=working_directory, cores=cores,
             memory_max=memory_max, run_time_max=run_time_max, dependency_list=dependency_list,
             **kwargs,

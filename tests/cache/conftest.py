@@ -38,7 +38,7 @@ def key_of(fn: Callable, *args: Any, **kwargs: Any) -> str:
 def store_call(store: TaskStore, fn: Callable, *args: Any, **kwargs: Any) -> str:
     """Write the task file of ``fn(*args, **kwargs)`` as Executor.submit would; return its key."""
     key = key_of(fn, *args, **kwargs)
-    store.write_task(key, function_name(fn), fn, args, kwargs, merge_resources({}, None), [])
+    store.write_task(key, function_name(fn), store.pickle_call(fn, args, kwargs), merge_resources({}, None), [])
     return key
 
 

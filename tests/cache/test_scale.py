@@ -115,19 +115,20 @@ class _Counter:
         return counted
 
 
+def _folder_only_task(store: TaskStore, key: str) -> Task:
+    """A task with its folder but no task file (the in-memory spawner never starts a worker)."""
+    store.task_dir(key).mkdir()
+    future: Future = Future()
+    future._executorlib_key = key  # type: ignore[attr-defined]
+    return Task(key, "task", merge_resources({}, None), future)
+
+
 def test_polling_does_not_stat_pending_tasks(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "_fsync", lambda path: None)  # speed only: claims still atomic
     store = TaskStore(tmp_path / "cache")
     spawner = InMemorySpawner()
     scheduler = Scheduler(store, spawner, refresh_rate=0.001)
-    resources = merge_resources({}, None)
-    tasks = []
-    for i in range(PENDING_TASKS):
-        key = f"task_{i:05d}"
-        store.task_dir(key).mkdir()
-        future: Future = Future()
-        future._executorlib_key = key  # type: ignore[attr-defined]
-        tasks.append(Task(key, "task", double, (i,), {}, resources, future))
+    tasks = [_folder_only_task(store, f"task_{i:05d}") for i in range(PENDING_TASKS)]
     try:
         for task in tasks:
             scheduler.add(task)
@@ -175,14 +176,7 @@ def test_status_queries_keep_the_spawners_floor_and_results_are_seen_between_the
     store = TaskStore(tmp_path / "cache")
     spawner = RunningSpawner()
     scheduler = Scheduler(store, spawner, refresh_rate=0.001)
-    resources = merge_resources({}, None)
-    tasks = []
-    for i in range(3):
-        key = f"task_{i}"
-        store.task_dir(key).mkdir()
-        future: Future = Future()
-        future._executorlib_key = key  # type: ignore[attr-defined]
-        tasks.append(Task(key, "task", double, (i,), {}, resources, future))
+    tasks = [_folder_only_task(store, f"task_{i}") for i in range(3)]
     try:
         scheduler.add(tasks[0])
         wait_for(lambda: tasks[0].future.running(), what="the first job to be seen running")
@@ -207,11 +201,8 @@ def test_polling_backs_off_from_the_spawners_floor(tmp_path):
     store = TaskStore(tmp_path / "cache")
     spawner = QuietSpawner()
     scheduler = Scheduler(store, spawner, refresh_rate=0.001)
-    store.task_dir("task_0").mkdir()
-    future: Future = Future()
-    future._executorlib_key = "task_0"  # type: ignore[attr-defined]
     try:
-        scheduler.add(Task("task_0", "task", double, (0,), {}, merge_resources({}, None), future))
+        scheduler.add(_folder_only_task(store, "task_0"))
         wait_for(lambda: spawner.passes >= 1, what="the first status query")
         start = spawner.passes
         time.sleep(2.0)

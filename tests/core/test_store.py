@@ -23,7 +23,7 @@ def leftovers(directory: Path) -> list[str]:
 
 
 def test_task_round_trip_and_write_once(store):
-    assert store.write_task("k1", "add_funct", funcs.add_funct, (1, [2]), {"b": 3}, {"cores": 1}, ["p"])
+    assert store.write_task("k1", "add_funct", store.pickle_call(funcs.add_funct, (1, [2]), {"b": 3}), {"cores": 1}, ["p"])
     fn, args, kwargs = store.read_task("k1")
     assert fn is funcs.add_funct and args == (1, [2]) and kwargs == {"b": 3}
     info = store.read_task_info("k1")
@@ -31,7 +31,7 @@ def test_task_round_trip_and_write_once(store):
     assert info["resources"] == {"cores": 1} and info["parents"] == ["p"]
     assert info["format_version"] == FORMAT_VERSION
     # a task file is written once and never replaced
-    assert not store.write_task("k1", "echo", funcs.echo, (), {}, {}, [])
+    assert not store.write_task("k1", "echo", store.pickle_call(funcs.echo, (), {}), {}, [])
     assert store.read_task("k1")[0] is funcs.add_funct
     assert store.keys() == ["k1"] and store.has_task("k1") and not store.has_task("k2")
     assert leftovers(store.directory) == []
@@ -102,7 +102,7 @@ def test_truncated_result_file_is_reported_as_corrupted_never_as_a_value(store):
 
 
 def test_truncated_task_file_is_reported_as_corrupted(store):
-    store.write_task("k", "echo", funcs.echo, (list(range(1000)),), {}, {"cores": 1}, [])
+    store.write_task("k", "echo", store.pickle_call(funcs.echo, (list(range(1000)),), {}), {"cores": 1}, [])
     path = store.path("k", "task.h5")
     for damaged in truncated_copies(path):
         path.write_bytes(damaged)

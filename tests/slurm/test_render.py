@@ -276,7 +276,7 @@ def test_cached_calls_do_not_import_pysqa(tmp_path):
         from executorlib.task import compute_key
         store = TaskStore({str(tmp_path / 'cache')!r})  # add(1, 2) as a finished job leaves it
         key = compute_key(operator.add, (1, 2), {{}}, name="add")
-        store.write_task(key, "add", operator.add, (1, 2), {{}}, merge_resources({{}}, None), [])
+        store.write_task(key, "add", store.pickle_call(operator.add, (1, 2), {{}}), merge_resources({{}}, None), [])
         store.write_result(key, 3, runtime=0.0)
         with Executor(backend="slurm_submission", cache_directory=store.directory) as exe:
             assert exe.submit(operator.add, 1, 2).result() == 3
