@@ -21,13 +21,16 @@ class JobStatus:
 
     ``state`` is the scheduler's own word (PENDING, RUNNING, COMPLETED, TIMEOUT, ...), ``active``
     is True while the job is queued or running, ``reason`` is why a queued job waits (SLURM's
-    ``%r``, e.g. ``DependencyNeverSatisfied``).
+    ``%r``, e.g. ``DependencyNeverSatisfied``). ``dependency_failed`` is True when the job waits
+    on a parent that ended without success and so will never start: the adapter sets it from its
+    scheduler's own words, the loop reads only this flag.
     """
 
     state: str
     active: bool
     running: bool = False
     reason: str = ""
+    dependency_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class JobSpec:
     resources: dict
     command: list[str] = field(default_factory=list)  # the worker, without an MPI launcher
     log_path: Optional[Path] = None
+    #: a nonce from the task's claim record; the spawner puts it into the job's name or comment so
+    #: that :meth:`Spawner.find_tagged` finds a job whose id was never recorded ("" = no tag)
+    tag: str = ""
 
 
 def worker_command(task_dir: Path, cores: int, python: str = sys.executable) -> list[str]:
@@ -83,6 +89,15 @@ class Spawner(ABC):
     @abstractmethod
     def states(self, job_ids: list[str]) -> dict[str, JobStatus]:
         """The states of ``job_ids`` in one query; a job the scheduler no longer knows is absent."""
+
+    def find_tagged(self, tags: list[str]) -> dict[str, str]:
+        """The jobs of this user that carry one of ``tags`` (tag -> job id), in one query.
+
+        A client killed after the scheduler accepted a job but before its id was recorded leaves a
+        claim with a tag; the next client asks here and attaches to the job instead of starting a
+        second one. The default knows no tagged jobs.
+        """
+        return {}
 
     def final_state(self, job_id: str) -> Optional[str]:
         """The final state of a job that left the queue, if the scheduler still remembers it."""
