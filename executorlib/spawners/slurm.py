@@ -59,7 +59,8 @@ def parse_squeue(output: str) -> dict[str, JobStatus]:
         reason = parts[2].strip() if len(parts) > 2 else ""
         state = state.split()[0] if state else "UNKNOWN"
         states[job_id] = JobStatus(state, active=state in ACTIVE_STATES,
-                                   running=state in RUNNING_STATES, reason=reason)
+                                   running=state in RUNNING_STATES, reason=reason,
+                                   dependency_failed=reason == "DependencyNeverSatisfied")
     return states
 
 

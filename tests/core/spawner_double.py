@@ -100,7 +100,9 @@ class ThreadSpawner(Spawner):
                 job = self._jobs.get(job_id)
                 if job is not None and job.state in ("PENDING", "RUNNING"):
                     out[job_id] = JobStatus(job.state, active=True, running=job.state == "RUNNING",
-                                            reason=job.reason if job.state == "PENDING" else "")
+                                            reason=job.reason if job.state == "PENDING" else "",
+                                            dependency_failed=(job.state == "PENDING"
+                                                               and job.reason == "DependencyNeverSatisfied"))
         return out
 
     def final_state(self, job_id: str) -> Optional[str]:
