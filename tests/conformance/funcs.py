@@ -1,0 +1,83 @@
+"""Functions the conformance tests submit (importable, so that jobs unpickle them by reference)."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def draw(tag: Any = None) -> float:
+    """A random number: two runs give two values (``tag`` only changes the call)."""
+    return random.random()
+
+
+def sleep_return(seconds: float, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def sleep_raise(seconds: float, message: str) -> None:
+    time.sleep(seconds)
+    raise ConformanceError(message)
+
+
+def wait_for_file(path: str, value: Any = None, timeout: float = 120.0) -> Any:
+    """Block until ``path`` exists (a task the test releases), then return ``value``."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} was not created within {timeout} s")
+        time.sleep(0.02)
+    return value
+
+
+def touch_and_wait(started: str, release: str, value: Any = None, timeout: float = 120.0) -> Any:
+    """Create ``started`` (the task runs), then block until ``release`` exists."""
+    Path(started).touch()
+    return wait_for_file(release, value, timeout)
+
+
+class ConformanceError(ValueError):
+    """A user-defined exception type that must come back as itself."""
+
+
+class CustomBaseException(BaseException):
+    """A BaseException subclass that is not an Exception."""
+
+
+def raise_value_error(message: str) -> None:
+    raise ValueError(message)
+
+
+def raise_custom(message: str) -> None:
+    raise ConformanceError(message)
+
+
+def raise_base(message: str) -> None:
+    raise CustomBaseException(message)
+
+
+def raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt("stop")
+
+
+def call_exit(code: Any) -> None:
+    sys.exit(code)
+
+
+def fail_if_negative(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    return x * 10
