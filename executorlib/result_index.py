@@ -30,11 +30,10 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from executorlib.store import MAX_COPY_BYTES, RESULT_FILE, stamp_of, write_atomic
+from executorlib.files import INDEX_DIR, MAX_COPY_BYTES, RESULT_FILE, stamp_of, write_atomic
 
 __all__ = ["ResultIndex", "MAX_ENTRY_BYTES", "MAX_PACKS"]
 
-INDEX_DIR = ".index"
 FORMAT_VERSION = 1
 MAX_ENTRY_BYTES = MAX_COPY_BYTES  # larger results are read from result.h5 only (no second copy on disk)
 MAX_PACKS = 8  # more packs than this are merged by the next writer

@@ -30,34 +30,36 @@ import stat
 import struct
 import time
 import zlib
-import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import cloudpickle
 import h5py
 import numpy as np
 
 from executorlib.errors import CacheCorruptedError, CacheError, RemoteError
+from executorlib.files import (  # noqa: F401 - re-exported: other modules import them from here
+    COPY_FILE,
+    INDEX_DIR,
+    JOB_FILE,
+    LOG_FILE,
+    MAX_COPY_BYTES,
+    RESULT_FILE,
+    SETUP_ERROR_FILE,
+    TASK_FILE,
+    fsync as _fsync,
+    stamp_of,
+    temporary_name as _temporary_name,
+    write_atomic,
+    write_json as _write_json,
+)
 
 __all__ = ["TaskStore", "FORMAT_VERSION", "Outcome"]
 
 FORMAT_VERSION = 1
-TASK_FILE = "task.h5"
-RESULT_FILE = "result.h5"
-COPY_FILE = "result.pkl"
-#: results whose pickle is at most this big get a result.pkl copy (and may enter result packs)
-MAX_COPY_BYTES = 64 * 1024
 _COPY_HEADER = struct.Struct("<4sQQQI")  # magic, result.h5's inode, size, mtime_ns; crc32 of the pickle
 _COPY_MAGIC = b"XLR1"
-JOB_FILE = "job.json"
-LOG_FILE = "job.out"
-
-
-def stamp_of(info: os.stat_result) -> tuple[int, int, int]:
-    """What identifies one version of a result.h5: it is never rewritten in place, only replaced."""
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 class Outcome:
@@ -109,46 +111,6 @@ def _read_output_fast(path: Path) -> Optional[np.ndarray]:
         fid.close()
 
 
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, fill: Callable[[Path], None], exclusive: bool = False,
-                 durable: bool = True) -> bool:
-    """Write ``path`` through ``fill(tmp_path)`` and a rename; never leaves a partial file.
-
-    With ``exclusive`` an existing ``path`` is kept (``os.link`` fails atomically, also on NFS)
-    and False is returned. ``durable`` flushes the data to disk before the rename (task and
-    result files); small job records skip it, since a lost record only means a resubmission.
-    """
-    tmp = _temporary_name(path)
-    try:
-        fill(tmp)
-        if durable:
-            _fsync(tmp)
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-        else:
-            os.replace(tmp, path)
-        return True
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-
-
 def _write_h5(path: Path, datasets: dict[str, bytes], attrs: dict[str, Any], exclusive: bool = False) -> bool:
     def fill(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
@@ -158,13 +120,6 @@ def _write_h5(path: Path, datasets: dict[str, bytes], attrs: dict[str, Any], exc
                 f.attrs[name] = value
 
     return write_atomic(path, fill, exclusive=exclusive)
-
-
-def _write_json(path: Path, data: dict, exclusive: bool = False) -> bool:
-    def fill(tmp: Path) -> None:
-        tmp.write_text(json.dumps(data))
-
-    return write_atomic(path, fill, exclusive=exclusive, durable=False)
 
 
 class TaskStore:

@@ -10,7 +10,7 @@ import warnings
 import h5py
 import pytest
 
-import executorlib.store as store_module
+import executorlib.files as files_module
 from executorlib import Executor, get_cache_data, get_key
 from executorlib.errors import CacheCorruptedError
 from executorlib.store import RESULT_FILE, TASK_FILE, TaskStore
@@ -82,7 +82,7 @@ def test_disk_full_while_writing_a_result_leaves_no_result(tmp_path, monkeypatch
 
         monkeypatch.setattr(h5py.AttributeManager, "__setitem__", fill_then_fail)
     else:
-        monkeypatch.setattr(store_module, "_fsync", _disk_full)
+        monkeypatch.setattr(files_module, "fsync", _disk_full)
 
     with pytest.raises(OSError, match="No space left"):
         store.write_result(key, list(range(10_000)), 1.0)
@@ -94,7 +94,7 @@ def test_disk_full_while_writing_a_result_leaves_no_result(tmp_path, monkeypatch
 
 def test_disk_full_while_writing_a_task_file_fails_only_that_future(tmp_path, monkeypatch):
     with Executor(cache_directory=tmp_path / "cache") as exe:
-        monkeypatch.setattr(store_module, "_fsync", _disk_full)  # task.h5 is written, then synced
+        monkeypatch.setattr(files_module, "fsync", _disk_full)  # task.h5 is written, then synced
         doomed = exe.submit(double, 9)
         child = exe.submit(double, doomed)
         assert isinstance(doomed.exception(timeout=30), OSError)
