@@ -11,6 +11,7 @@ __all__ = [
     "SubmissionError",
     "RemoteError",
     "MissingDependencyError",
+    "TaskExitError",
 ]
 
 
@@ -59,6 +60,37 @@ class RemoteError(ExecutorlibError):
 
     def __reduce__(self):  # pickled by the worker: keep both constructor arguments
         return type(self), (self.remote_type, self.message), self.__dict__
+
+
+class TaskExitError(ExecutorlibError):
+    """A task ended the Python process it ran in: ``sys.exit()``, ``exit()``, ``SystemExit`` or
+    ``KeyboardInterrupt`` inside the function.
+
+    It stands in for that exception, so that ``result()`` never ends the caller's script or
+    notebook cell. ``code`` is the exit code the task gave (``None`` for a bare ``sys.exit()``,
+    or a string / other object when the task passed one); ``exit_type`` names the original
+    exception class.
+    """
+
+    def __init__(self, code: object = None, exit_type: str = "SystemExit", message: str | None = None):
+        if message is None:
+            message = (f"the task ended its process with sys.exit({code!r}) (exit code {code!r}) "
+                       "instead of returning a value" if exit_type == "SystemExit" else
+                       f"the task was interrupted by {exit_type} instead of returning a value")
+        super().__init__(message)
+        self.code = code
+        self.exit_type = exit_type
+
+    @classmethod
+    def from_exception(cls, error: BaseException) -> "TaskExitError":
+        """The stand-in for a ``SystemExit``/``KeyboardInterrupt`` raised by a task."""
+        code = error.code if isinstance(error, SystemExit) else None
+        converted = cls(code, type(error).__name__)
+        converted.__cause__ = error
+        return converted
+
+    def __reduce__(self):  # stored by the worker: keep the code, the type and the message
+        return type(self), (self.code, self.exit_type, str(self)), self.__dict__
 
 
 class MissingDependencyError(ImportError):
