@@ -5,6 +5,11 @@ cancel command and the MPI launch line. The template sees every key of the task'
 plus ``job_name``, ``working_directory``, ``command``, ``dependency`` (= ``dependency_list``, the
 parents' job ids) and ``output`` (the log file); a user ``submission_template`` may use its own
 extra keys.
+
+A task's claim carries a tag (:attr:`JobSpec.tag`); it ends the job name, ``<name>-<tag>``, so that
+a later process finds a job whose id was never recorded (the client died between the scheduler
+accepting the job and the job record being written) with one listing of the user's jobs
+(:meth:`Spawner.find_tagged`) and attaches to it instead of submitting a second job.
 """
 
 from __future__ import annotations
@@ -16,16 +21,45 @@ import re
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from executorlib.errors import SubmissionError, missing_extra
 from executorlib.spawners.base import JobSpec, Spawner
 
-__all__ = ["BatchSpawner", "run_command"]
+__all__ = ["BatchSpawner", "run_command", "tagged_job_name", "match_tagged"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 SCRIPT_NAME = "run_queue.sh"  # the name pysqa gives the job script in the working directory
 COMMAND_TIMEOUT = 120
+#: what a tag may hold: it ends the job name in ``#SBATCH``/``# flux:`` lines and in squeue output
+TAG_PATTERN = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+
+
+def tagged_job_name(name: str, tag: str, limit: int) -> str:
+    """``<name>-<tag>``, the name cut so that the whole fits ``limit`` characters (the tag is
+    never cut); ``name`` alone (cut to ``limit``) without a tag."""
+    if not tag:
+        return name[:limit]
+    if not TAG_PATTERN.fullmatch(tag):
+        raise SubmissionError(
+            f"job tag {tag!r} cannot end a job name: use 1 to 64 letters, digits, '_', '.', '+' or '-'")
+    return f"{name[:max(limit - len(tag) - 1, 0)]}-{tag}"
+
+
+def match_tagged(jobs: Iterable[tuple[str, bool, str]], tags: Iterable[str]) -> dict[str, str]:
+    """tag -> job id for the (job id, active, job name) listed whose name ends with ``-<tag>``
+    (or is the tag). Of several jobs with one tag, an active one wins, then the last listed."""
+    wanted = {tag for tag in tags if tag}
+    lengths = sorted({len(tag) for tag in wanted}, reverse=True)  # the longest match first
+    found: dict[str, tuple[bool, str]] = {}
+    for job_id, active, name in jobs:
+        for length in lengths:
+            tag = name[-length:]
+            if tag in wanted and (len(name) == length or name[-length - 1] == "-"):
+                if tag not in found or active or not found[tag][0]:
+                    found[tag] = (active, job_id)
+                break
+    return {tag: job_id for tag, (_, job_id) in found.items()}
 
 
 def run_command(command: list[str], cwd: Optional[str] = None, what: str = "") -> str:
@@ -71,6 +105,8 @@ class BatchSpawner(Spawner):
     queue_type: str = ""
     #: file name of the default template in executorlib/templates
     template_name: str = ""
+    #: the longest job name the scheduler accepts (sbatch refuses names over 1024 characters)
+    job_name_limit: int = 1024
 
     def __init__(self, pysqa_config_directory: Optional[str | os.PathLike] = None):
         for module in ("jinja2", "pysqa"):  # found, not imported: pysqa imports pandas (~0.6 s),
@@ -128,7 +164,8 @@ class BatchSpawner(Spawner):
         command = " ".join(shlex.quote(part) for part in self.launch_command(resources, job.command))
         context = dict(resources)
         context.update(
-            job_name=resources.get("job_name") or job.function_name,
+            job_name=tagged_job_name(resources.get("job_name") or job.function_name, job.tag,
+                                     self.job_name_limit),
             working_directory=str(job.task_dir),
             partition=resources.get("partition") or self.default_partition(),
             dependency=list(dependencies),

@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from executorlib.errors import MissingDependencyError, SubmissionError
 from executorlib.spawners.base import JobSpec, JobStatus
-from executorlib.spawners.batch import COMMAND_TIMEOUT, SCRIPT_NAME, BatchSpawner
+from executorlib.spawners.batch import COMMAND_TIMEOUT, SCRIPT_NAME, BatchSpawner, match_tagged
 
 __all__ = [
     "FluxSpawner",
@@ -40,6 +40,7 @@ __all__ = [
     "parse_flux_jobs",
     "match_jobs",
     "submitted_job_id",
+    "parse_tagged",
     "flux_bindings_available",
 ]
 
@@ -57,6 +58,10 @@ JOBS_FIELDS = ("id.f58", "state", "result", "returncode", "exception.type", "exc
 JOBS_FORMAT = "|".join("{" + name + "}" for name in JOBS_FIELDS)
 #: job ids per ``flux jobs`` call (a longer list is split into several calls)
 MAX_IDS_PER_QUERY = 500
+#: for find_tagged: the job name last, since a name may itself contain "|"
+TAGGED_FORMAT = "{id.f58}|{state}|{name}"
+#: jobs listed by find_tagged (``flux jobs`` lists 1000 unless told): the user's jobs of every state
+MAX_TAGGED_LISTING = 100_000
 
 
 # -- job ids ---------------------------------------------------------------------------------------
@@ -187,6 +192,21 @@ def parse_flux_jobs(output: str) -> dict[int, FluxJob]:
         parts += [""] * (len(JOBS_FIELDS) - len(parts))
         state, result, returncode, exception_type, note = (p.strip() for p in parts[1:])
         jobs[job_id] = FluxJob(job_id, state.upper(), result.upper(), returncode, exception_type, note)
+    return jobs
+
+
+def parse_tagged(output: str) -> list[tuple[str, bool, str]]:
+    """Parse ``flux jobs -n --format=TAGGED_FORMAT`` lines into (job id as printed, active, name)."""
+    jobs = []
+    for line in output.splitlines():
+        parts = line.strip().split("|", 2)
+        if len(parts) < 3:
+            continue
+        try:
+            parse_job_id(parts[0])
+        except ValueError:
+            continue
+        jobs.append((parts[0], FluxJob(0, parts[1].strip().upper()).active, parts[2]))
     return jobs
 
 
@@ -336,6 +356,11 @@ class FluxSpawner(BatchSpawner):
                 for start in range(0, len(numbers), MAX_IDS_PER_QUERY)]
 
     @staticmethod
+    def tagged_command() -> list[str]:
+        """One listing of the user's jobs of every state, with their names (for find_tagged)."""
+        return ["flux", "jobs", "-n", "-a", f"--count={MAX_TAGGED_LISTING}", f"--format={TAGGED_FORMAT}"]
+
+    @staticmethod
     def cancel_command(job_ids: list[str | int]) -> list[str]:
         return ["flux", "cancel", *(str(parse_job_id(j)) for j in job_ids)]
 
@@ -426,6 +451,17 @@ class FluxSpawner(BatchSpawner):
             if not job.active:
                 self._final[job.job_id] = job.final_state()
         return states
+
+    def find_tagged(self, tags: list[str]) -> dict[str, str]:
+        """The user's jobs whose name ends with ``-<tag>`` (tag -> job id as flux prints it),
+        from one ``flux jobs`` listing."""
+        if not any(tags):
+            return {}
+        command = self.tagged_command()
+        code, out, err = self.run(command)
+        if code != 0:
+            raise command_failure(command, code, out, err)
+        return match_tagged(parse_tagged(out), tags)
 
     def final_state(self, job_id: str) -> Optional[str]:
         try:

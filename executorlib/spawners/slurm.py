@@ -14,9 +14,9 @@ from typing import Optional
 
 from executorlib.errors import SubmissionError
 from executorlib.spawners.base import JobStatus
-from executorlib.spawners.batch import BatchSpawner, run_command
+from executorlib.spawners.batch import BatchSpawner, match_tagged, run_command
 
-__all__ = ["SlurmSpawner", "parse_squeue", "slurm_time", "slurm_memory"]
+__all__ = ["SlurmSpawner", "parse_squeue", "parse_tagged", "slurm_time", "slurm_memory"]
 
 #: states in which a job is still queued or running (``squeue --states=all`` also lists ended ones)
 ACTIVE_STATES = {
@@ -28,6 +28,8 @@ RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OU
 #: above this many jobs, ask for the user's jobs and filter, instead of listing ids on the command line
 MAX_IDS_PER_QUERY = 500
 SQUEUE_FORMAT = "%i|%T|%r"
+#: for find_tagged: the job name last, since a name may itself contain "|"
+TAGGED_FORMAT = "%i|%T|%j"
 #: what ``--mem`` accepts: a whole number with an optional unit
 _MEMORY_PATTERN = re.compile(r"0*[1-9][0-9]*[KMGTkmgt]?")
 
@@ -62,6 +64,18 @@ def parse_squeue(output: str) -> dict[str, JobStatus]:
                                    running=state in RUNNING_STATES, reason=reason,
                                    dependency_failed=reason == "DependencyNeverSatisfied")
     return states
+
+
+def parse_tagged(output: str) -> list[tuple[str, bool, str]]:
+    """Parse ``squeue -h -o '%i|%T|%j'`` lines into (job id, active, job name)."""
+    jobs = []
+    for line in output.splitlines():
+        parts = line.strip().split("|", 2)
+        if len(parts) < 3 or not parts[0]:
+            continue
+        state = parts[1].strip().upper().split()
+        jobs.append((parts[0], bool(state) and state[0] in ACTIVE_STATES, parts[2]))
+    return jobs
 
 
 class SlurmSpawner(BatchSpawner):
@@ -150,6 +164,15 @@ class SlurmSpawner(BatchSpawner):
             if not status.active:
                 self._final[job_id] = status.state
         return states
+
+    def find_tagged(self, tags: list[str]) -> dict[str, str]:
+        """The user's jobs whose name ends with ``-<tag>``: one ``squeue`` listing of all the
+        user's jobs, also those that ended and SLURM still remembers (``MinJobAge``)."""
+        if not any(tags):
+            return {}
+        command = ["squeue", "--noheader", "--states=all", "--user", getpass.getuser(),
+                   "--format", TAGGED_FORMAT]
+        return match_tagged(parse_tagged(run_command(command)), tags)
 
     def final_state(self, job_id: str) -> Optional[str]:
         if job_id in self._final:

@@ -70,6 +70,12 @@ class TestCommandLines:
                                              "num_nodes": 3}), worker) == [
             "flux", "run", "-n", "3", "-c", "2", "-g", "1", "-N", "3", *worker]
 
+    def test_tagged_jobs_are_one_listing_of_the_users_jobs_of_every_state(self):
+        command = FluxSpawner.tagged_command()
+        assert command[:4] == ["flux", "jobs", "-n", "-a"]
+        assert "--format={id.f58}|{state}|{name}" in command
+        assert any(arg.startswith("--count=") and int(arg.split("=")[1]) > 1000 for arg in command)
+
     def test_describe_uses_f58(self):
         assert FluxSpawner().describe("4369") == "flux job ƒ2JL"
         assert FluxSpawner().describe("f2JL") == "flux job ƒ2JL"

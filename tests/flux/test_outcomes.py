@@ -264,6 +264,18 @@ class TestRecordedErrors:
         assert len(spawner.commands) == 1
         assert Answering((0, "ƒ2JL|RUN||||\n", "")).final_state("ƒ2JL") is None
 
+    def test_find_tagged_matches_the_end_of_the_job_name(self):
+        spawner = Answering((0, "ƒ2JL|INACTIVE|calc-ab12\nƒNH|RUN|calc-ab12\nf3|SCHED|x|y-cd34\n"
+                                "ƒ4|RUN|calcab12\n", ""))
+        assert spawner.find_tagged(["ab12", "cd34", "zz99"]) == {"ab12": "ƒNH", "cd34": "f3"}
+        assert spawner.commands == [FluxSpawner.tagged_command()]  # one listing for every tag
+        assert spawner.find_tagged([]) == {} and len(spawner.commands) == 1
+
+    def test_find_tagged_without_a_broker_is_an_error(self):
+        spawner = Answering((1, "", "flux-jobs: ERROR: Unable to connect to Flux"))
+        with pytest.raises(SubmissionError, match="flux start"):
+            spawner.find_tagged(["ab12"])
+
     def test_batch_output_without_an_id_is_an_error(self, tmp_path):
         spawner = Answering((0, "\n", ""))
         script = tmp_path / "run_queue.sh"

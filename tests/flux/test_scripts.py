@@ -136,6 +136,17 @@ def test_job_name_is_quoted_for_the_directive(spawner):
     assert "--job-name=my job #2" in args
 
 
+def test_the_claims_tag_ends_the_job_name(spawner):
+    """find_tagged finds a job whose id was never recorded by the end of its name."""
+    merged = merge_resources(None, {"job_name": "my job #2"})
+    spec = JobSpec(key=TASK_DIR.name, task_dir=TASK_DIR, function_name="calc", resources=merged,
+                   command=worker_command(TASK_DIR, 1), log_path=TASK_DIR / "job.out", tag="9e41d7")
+    assert "--job-name=my job #2-9e41d7" in directives(spawner.render(spec, []))
+    spec = JobSpec(key=TASK_DIR.name, task_dir=TASK_DIR, function_name="calc",
+                   resources=merge_resources(None, None), command=worker_command(TASK_DIR, 1), tag="9e41d7")
+    assert "--job-name=calc-9e41d7" in directives(spawner.render(spec, []))
+
+
 def test_directives_are_one_block_after_the_shebang(spawner):
     """RFC 36: a directive after any other non-blank line is an error."""
     script = render(spawner, {"cores": 2, "threads_per_core": 2, "gpus_per_core": 1, "run_time_max": 60,

@@ -32,14 +32,14 @@ def spawner():
     return SlurmSpawner()
 
 
-def job_spec(tmp_path: Path, **resources) -> JobSpec:
+def job_spec(tmp_path: Path, tag: str = "", function_name: str = "my_task", **resources) -> JobSpec:
     """A JobSpec as the scheduler builds it; partition 'debug' unless given (no sinfo call)."""
     resources.setdefault("partition", "debug")
     merged = merge_resources(None, resources)
     task_dir = tmp_path / "my_task_0123"
-    return JobSpec(key="my_task_0123", task_dir=task_dir, function_name="my_task",
+    return JobSpec(key="my_task_0123", task_dir=task_dir, function_name=function_name,
                    resources=merged, command=worker_command(task_dir, merged["cores"]),
-                   log_path=task_dir / "job.out")
+                   log_path=task_dir / "job.out", tag=tag)
 
 
 def directives(script: str) -> list[str]:
@@ -218,10 +218,50 @@ def test_parse_squeue():
     assert not states["14"].active and states["14"].state == "TIMEOUT"
 
 
+# -- the claim's tag ends the job name (find_tagged finds a job whose id was never recorded) ------
+
+def test_the_tag_ends_the_job_name(spawner, tmp_path):
+    script = spawner.render(job_spec(tmp_path, tag="5f0c2a9e41d7"), [])
+    assert directives(script)[0] == '--job-name="my_task-5f0c2a9e41d7"'
+    script = spawner.render(job_spec(tmp_path, tag="5f0c2a9e41d7", job_name="mine"), [])
+    assert directives(script)[0] == '--job-name="mine-5f0c2a9e41d7"'
+
+
+def test_a_user_template_gets_the_tagged_job_name(spawner, tmp_path):
+    template = "#!/bin/bash\n#SBATCH -J {{ job_name }}\n{{ command }}\n"
+    script = spawner.render(job_spec(tmp_path, tag="ab12", submission_template=template), [])
+    assert "#SBATCH -J my_task-ab12\n" in script
+
+
+def test_a_long_name_is_cut_and_the_tag_kept(spawner, tmp_path):
+    from executorlib.spawners.batch import tagged_job_name
+
+    name = tagged_job_name("f" * 2000, "ab12", spawner.job_name_limit)
+    assert len(name) == spawner.job_name_limit == 1024 and name.endswith("f-ab12")
+    assert tagged_job_name("calc", "", 1024) == "calc"
+
+
+@pytest.mark.parametrize("tag", ['a"b', "a b", "a|b", "x" * 65])
+def test_a_tag_that_cannot_end_a_job_name_is_refused(spawner, tmp_path, tag):
+    with pytest.raises(SubmissionError, match="cannot end a job name"):
+        spawner.render(job_spec(tmp_path, tag=tag), [])
+
+
+def test_match_tagged_reads_the_name_suffix_only():
+    from executorlib.spawners.batch import match_tagged
+    from executorlib.spawners.slurm import parse_tagged
+
+    listing = parse_tagged("7|COMPLETED|calc-ab12\n8|RUNNING|calc-ab12\n9|PENDING|x|y-cd34\n"
+                           "10|RUNNING|calcab12\n11|RUNNING|ab12-calc\n12|FAILED|ef56\n\n")
+    assert listing[2] == ("9", True, "x|y-cd34") and listing[0][1] is False
+    found = match_tagged(listing, ["ab12", "cd34", "ef56", "zz99", ""])
+    assert found == {"ab12": "8", "cd34": "9", "ef56": "12"}  # an active job wins over an ended one
+
+
 # -- the real sbatch validates the rendered options (no job starts: --test-only) ------------------
 
-def sbatch_test_only(spawner, tmp_path, **resources) -> str:
-    spec = job_spec(tmp_path, **resources)
+def sbatch_test_only(spawner, tmp_path, tag: str = "", function_name: str = "my_task", **resources) -> str:
+    spec = job_spec(tmp_path, tag=tag, function_name=function_name, **resources)
     spec.task_dir.mkdir(parents=True, exist_ok=True)
     script = spec.task_dir / "run_queue.sh"
     script.write_text(spawner.render(spec, []))
@@ -240,6 +280,12 @@ def test_sbatch_accepts_the_rendered_options(spawner, tmp_path):
     answer = sbatch_test_only(spawner, tmp_path, exclusive=True)
     assert answer.startswith("rc=0"), answer
     assert re.search(r"using (\d+) processors", answer).group(1) == str(node_cpus), answer
+
+
+@pytest.mark.slurm
+def test_sbatch_accepts_the_tagged_and_cut_job_name(spawner, tmp_path):
+    answer = sbatch_test_only(spawner, tmp_path, tag="5f0c2a9e41d7", function_name="g" * 2000)
+    assert answer.startswith("rc=0"), answer
 
 
 @pytest.mark.slurm

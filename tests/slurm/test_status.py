@@ -71,3 +71,37 @@ def test_many_ids_are_one_query_for_the_users_jobs(monkeypatch):
     ids = [str(start + i) for i in range(slurm_module.MAX_IDS_PER_QUERY + 1)]
     assert slurm_module.SlurmSpawner().states(ids) == {}
     assert len(calls) == 1 and "--user" in calls[0] and "--jobs" not in calls[0]
+
+
+def test_find_tagged_finds_a_job_by_the_tag_in_its_name_in_one_query(slurm_cache, monkeypatch):
+    """What a later process does when a client died after sbatch accepted the job but before the
+    job id was recorded: the claim's tag finds the job (also once it ended), one squeue call."""
+    import sys
+    import uuid
+
+    import executorlib.spawners.slurm as slurm_module
+    from executorlib.resources import merge_resources
+    from executorlib.spawners.base import JobSpec
+
+    task_dir = slurm_cache / "sleepy_0123"
+    task_dir.mkdir(parents=True)
+    tag, other = uuid.uuid4().hex[:12], uuid.uuid4().hex[:12]
+    spec = JobSpec(key=task_dir.name, task_dir=task_dir, function_name="sleepy",
+                   resources=merge_resources(None, {}), tag=tag,
+                   command=[sys.executable, "-c", "import time; time.sleep(60)"],
+                   log_path=task_dir / "job.out")
+    spawner = slurm_module.SlurmSpawner()
+    job_id = spawner.submit(spec, [])
+
+    calls = []
+    real_run_command = slurm_module.run_command
+    monkeypatch.setattr(slurm_module, "run_command",
+                        lambda command, *a, **k: calls.append(command) or real_run_command(command, *a, **k))
+    assert spawner.find_tagged([tag, other]) == {tag: job_id}
+    assert len(calls) == 1 and calls[0][0] == "squeue"
+    assert spawner.find_tagged([other]) == {}
+    assert spawner.find_tagged([]) == {} and len(calls) == 2  # no tag: no query
+
+    spawner.cancel([job_id])
+    wait_state(job_id, lambda s: s == "CANCELLED")
+    assert spawner.find_tagged([tag]) == {tag: job_id}  # ended jobs SLURM still lists count too
