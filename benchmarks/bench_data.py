@@ -4,6 +4,10 @@ The task is ``double(a) = a * 2`` on a float64 array of ``--megabytes`` MB. Time
 round trip (submit, the job, the result back in the caller), and ``submit()`` alone. Bytes on
 disk: everything the cache holds for the task once it is done.
 
+Peak memory: one local round trip in a fresh process, as the peak resident set size (RSS) of the
+caller during the round trip (it holds the argument before it starts) and of the job's worker
+process (it reads the task, runs, writes the result).
+
 Floors: ``np.save``/``np.load`` of argument and result through a file in-process (what a
 hand-written file hand-over costs), and ``ProcessPoolExecutor`` (pickles through a pipe, nothing on
 disk).
@@ -14,7 +18,10 @@ disk).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -119,6 +126,35 @@ def ours(a, backend: str) -> dict:
         return {"wall": wall, "submit": submit, "bytes": disk_bytes(cache), "files": files, "phases": phases}
 
 
+# -- peak memory -----------------------------------------------------------------------------------
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # Linux: restarts VmHWM from the current RSS
+        f.write("5")
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_child(megabytes: int) -> None:
+    """Run in a fresh process: one local round trip; print the peaks as JSON."""
+    a = make_array(megabytes)
+    _reset_peak_rss()
+    ours(a, "local")
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the job's worker: our only child
+    print(json.dumps({"caller": _peak_rss_mb(), "worker": worker, "array": a.nbytes / 2**20}))
+
+
+def peak_rss(megabytes: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--megabytes", str(megabytes), "--peak-child"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 # -- peers -----------------------------------------------------------------------------------------
 def original(a, backend: str) -> dict:
     import executorlib
@@ -178,8 +214,12 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=200, help="size of the argument (and of the result)")
     parser.add_argument("--slurm", action="store_true", help="also run it as a SLURM job (one job)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per local variant (median reported)")
+    parser.add_argument("--peak-child", action="store_true", help=argparse.SUPPRESS)
     C.add_peer_arguments(parser)
     options = parser.parse_args()
+    if options.peak_child:
+        peak_child(options.megabytes)
+        return
     backends = ["local"] + (["slurm_submission"] if options.slurm and C.slurm_available() else [])
     a = make_array(options.megabytes)
 
@@ -232,6 +272,10 @@ def main() -> None:
     )
     C.print_table("Ours: where the time goes (s, the median run)", ["phase"] + list(phases),
                   [[name] + [phases[b][name] for b in phases] for name in next(iter(phases.values()))])
+    peak = peak_rss(options.megabytes)
+    C.print_table(f"Ours: peak RSS of one local round trip in a fresh process (MB; the argument is "
+                  f"{peak['array']:.0f} MB)", ["process", "peak RSS MB"],
+                  [["caller (holds the argument)", peak["caller"]], ["job worker", peak["worker"]]])
     for backend, sizes in files.items():
         print(f"\nours ({backend}) cache files: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(sizes.items())))
 

@@ -49,6 +49,7 @@ from executorlib.files import (  # noqa: F401 - re-exported: other modules impor
     SETUP_ERROR_FILE,
     TASK_FILE,
     fsync as _fsync,
+    remove_stale_temporaries,
     stamp_of,
     temporary_name as _temporary_name,
     write_atomic,
@@ -57,9 +58,17 @@ from executorlib.files import (  # noqa: F401 - re-exported: other modules impor
 
 __all__ = ["TaskStore", "FORMAT_VERSION", "Outcome"]
 
-FORMAT_VERSION = 1
-_COPY_HEADER = struct.Struct("<4sQQQI")  # magic, result.h5's inode, size, mtime_ns; crc32 of the pickle
-_COPY_MAGIC = b"XLR1"
+#: 2: every dataset and the attributes carry a crc32 (version 1 files, without, are still read)
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+_COPY_HEADER = struct.Struct("<4sQQQI")  # magic, result.h5's inode, size, mtime_ns; crc32 of header + pickle
+_COPY_MAGIC = b"XLR2"
+_CHECKSUM = "crc32_"  # attribute ``crc32_<dataset>``: zlib.crc32 of the dataset's bytes
+_ATTRS_CHECKSUM = "crc32__attrs"  # zlib.crc32 of the other attributes, as canonical JSON
+#: the longest name a task folder holds: a temporary name of setup_error.json (see files.temporary_name)
+_LONGEST_NAME = len(f".{SETUP_ERROR_FILE}.{'h' * 64}.{'9' * 7}.12345678.tmp")
+#: the longest task key (executorlib.task: a function name of at most 64 characters, "_", the hash)
+_LONGEST_KEY = 64 + 1 + 32
 
 
 class Outcome:
@@ -86,24 +95,53 @@ def _from_dataset(dataset: Any) -> np.ndarray:
     return buffer
 
 
+def _attribute(owner: Any, name: bytes) -> Optional[np.ndarray]:
+    try:
+        attr = h5py.h5a.open(owner, name)
+    except Exception:  # noqa: BLE001 - absent
+        return None
+    value = np.empty(attr.shape, dtype=attr.dtype)
+    attr.read(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """An attribute value as JSON can hold it (h5py returns numpy scalars and arrays)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value
+
+
+def _attrs_checksum(attrs: Any) -> int:
+    plain = {str(k): _plain(v) for k, v in attrs.items() if not str(k).startswith(_CHECKSUM)}
+    return zlib.crc32(json.dumps(plain, sort_keys=True, default=repr).encode())
+
+
 def _read_output_fast(path: Path) -> Optional[np.ndarray]:
     """The pickled value of a successful result.h5 through h5py's low-level API (~3x faster than
     ``h5py.File``, which matters when thousands of cached calls are resubmitted), or None for
-    anything else (an error outcome, another format version, a damaged file): the caller then
-    takes the checked path, which explains what is wrong."""
+    anything else (an error outcome, another format version, a checksum that does not match):
+    the caller then takes the checked path, which explains what is wrong."""
     try:
         fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY)
     except Exception:  # noqa: BLE001
         return None
     try:
-        attr = h5py.h5a.open(fid, b"format_version")
-        version = np.empty(attr.shape, dtype=attr.dtype)
-        attr.read(version)
-        if version.size != 1 or int(version.reshape(())) != FORMAT_VERSION:
+        version = _attribute(fid, b"format_version")
+        expected = _attribute(fid, f"{_CHECKSUM}output".encode())
+        if version is None or version.size != 1 or int(version.reshape(())) != FORMAT_VERSION:
+            return None
+        if expected is None or expected.size != 1:
             return None
         dataset = h5py.h5d.open(fid, b"output")
         buffer = np.empty(dataset.shape, dtype=np.uint8)
         dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, buffer)
+        if zlib.crc32(buffer) != int(expected.reshape(())):
+            return None
         return buffer
     except Exception:  # noqa: BLE001
         return None
@@ -112,12 +150,17 @@ def _read_output_fast(path: Path) -> Optional[np.ndarray]:
 
 
 def _write_h5(path: Path, datasets: dict[str, bytes], attrs: dict[str, Any], exclusive: bool = False) -> bool:
+    """An HDF5 file of byte datasets and attributes, each dataset with its crc32 (computed from
+    the bytes in memory: no second copy) and one crc32 over the attributes."""
     def fill(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             for name, data in datasets.items():
                 f.create_dataset(name, data=_to_dataset(data))
             for name, value in attrs.items():
                 f.attrs[name] = value
+            f.attrs[_ATTRS_CHECKSUM] = _attrs_checksum(f.attrs)
+            for name, data in datasets.items():
+                f.attrs[f"{_CHECKSUM}{name}"] = zlib.crc32(data)
 
     return write_atomic(path, fill, exclusive=exclusive)
 
@@ -127,6 +170,7 @@ class TaskStore:
 
     def __init__(self, directory: os.PathLike | str, create: bool = True, use_index: bool = True):
         self.directory = Path(directory).expanduser().absolute()
+        _check_path_length(self.directory)
         # packs of small results for fast reattach (executorlib.result_index), imported here
         # because jobs go without them
         self.index: Any = None
@@ -191,7 +235,10 @@ class TaskStore:
         task_path = self.path(key, TASK_FILE)
         if task_path.exists():
             return False
-        task_path.parent.mkdir(mode=0o700, exist_ok=True)
+        try:
+            task_path.parent.mkdir(mode=0o700)
+        except FileExistsError:  # an earlier attempt's folder: a killed writer may have left temporaries
+            remove_stale_temporaries(task_path.parent)
         attrs = {
             "format_version": FORMAT_VERSION,
             "function_name": fn_name,
@@ -227,64 +274,73 @@ class TaskStore:
     def has_task(self, key: str) -> bool:
         return self.path(key, TASK_FILE).exists()
 
-    # -- job -------------------------------------------------------------------------------------
+    def remove_stale_temporaries(self, key: str) -> list[Path]:
+        """Remove the temporary files that killed writers left in the folder of ``key`` (a
+        live writer's are kept, see :func:`executorlib.files.remove_stale_temporaries`);
+        returns the paths removed."""
+        return remove_stale_temporaries(self.task_dir(key))
+
+    # -- setup errors ----------------------------------------------------------------------------
+    def write_setup_error(self, key: str, record: dict) -> None:
+        """Leave why the job of ``key`` could not even start the call (setup_error.json), in
+        place of a result: a rerun after the fix runs again. ``record`` holds at least
+        ``message`` (what failed and what to fix)."""
+        record = {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), **record}
+        _write_json(self.path(key, SETUP_ERROR_FILE), record)
+
+    def read_setup_error(self, key: str, since: Optional[float] = None) -> Optional[dict]:
+        """The setup error the last job of ``key`` left (see :meth:`write_setup_error`), or None.
+
+        Keys: ``message`` (what failed and what to fix, ready to show), ``error_type``,
+        ``traceback``, ``time``, ``host``, ``pid``. With ``since`` (a time.time() value, e.g.
+        when the job was submitted) an older record is ignored."""
+        try:
+            record = json.loads(self.path(key, SETUP_ERROR_FILE).read_text())
+        except (OSError, ValueError):
+            return None  # absent, or junk: written atomically, so not ours
+        if not isinstance(record, dict) or not isinstance(record.get("message"), str):
+            return None
+        if since is not None and float(record.get("time", 0.0)) < since:
+            return None
+        return record
+
+    def clear_setup_error(self, key: str) -> None:
+        """Forget the setup error of an earlier attempt (a new attempt starts, or a result is in)."""
+        try:
+            os.unlink(self.path(key, SETUP_ERROR_FILE))
+        except OSError:
+            pass
+
+    # -- job (the claim protocol lives in executorlib.claims; these delegate to it) ----------------
     def claim(self, key: str, backend: str) -> bool:
         """Atomically take the right to submit ``key``; False when another process holds it."""
-        record = {"state": "claimed", "backend": backend, "host": socket.gethostname(),
-                  "pid": os.getpid(), "time": time.time()}
-        return _write_json(self.path(key, JOB_FILE), record, exclusive=True)
+        from executorlib.claims import claim
+
+        return claim(self, key, backend) is not None
 
     def release_stale_claim(self, key: str, expected: Optional[dict] = None) -> bool:
-        """Remove a dead submitter's record so that this process may claim the task.
+        """Remove a (dead submitter's) record so that this process may claim the task."""
+        from executorlib.claims import release
 
-        Renaming is atomic: of several processes that find the same stale record only one wins.
-        With ``expected`` (the record judged stale) a record that another process replaced in the
-        meantime is put back and False is returned.
-        """
-        path = self.path(key, JOB_FILE)
-        moved = _temporary_name(path)
-        try:
-            os.rename(path, moved)
-        except FileNotFoundError:
-            return False
-        try:  # only our own temporary name: another process's claim may be in flight as a .tmp
-            if expected is None:
-                return True
-            try:
-                current = json.loads(moved.read_text())
-            except (ValueError, OSError):
-                current = None
-            if current is not None and current != expected:
-                try:
-                    os.link(moved, path)  # put the newer record back, unless yet another exists
-                except FileExistsError:
-                    pass
-                return False
-            return True
-        finally:
-            moved.unlink(missing_ok=True)
+        return release(self, key, expected)
 
-    def write_job(self, key: str, backend: str, job_id: str, log: Optional[os.PathLike | str] = None) -> None:
+    def write_job(self, key: str, backend: str, job_id: str, log: Optional[os.PathLike | str] = None,
+                  tag: str = "") -> None:
         """Record the job of ``key``; ``log`` is its output file when not the default job.out."""
-        record = {"state": "submitted", "backend": backend, "job_id": str(job_id),
-                  "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
-        if log is not None:
-            record["log"] = str(log)
-        _write_json(self.path(key, JOB_FILE), record)
+        from executorlib.claims import write_job
+
+        write_job(self, key, backend, job_id, log, tag)
 
     def job_log(self, key: str, record: Optional[dict] = None) -> Path:
         """The output file of the task's job: as recorded at submission, else job.out."""
-        record = self.read_job(key) if record is None else record
-        logged = (record or {}).get("log")
-        return Path(logged) if logged else self.log_path(key)
+        from executorlib.claims import job_log
+
+        return job_log(self, key, record)
 
     def read_job(self, key: str) -> Optional[dict]:
-        try:
-            return json.loads(self.path(key, JOB_FILE).read_text())
-        except FileNotFoundError:
-            return None
-        except (ValueError, OSError):
-            return None  # a torn record cannot exist (atomic writes); treat junk as absent
+        from executorlib.claims import read_job
+
+        return read_job(self, key)
 
     # -- result ----------------------------------------------------------------------------------
     def has_result(self, key: str) -> bool:
@@ -302,7 +358,8 @@ class TaskStore:
         """result.pkl next to a small result.h5 just written (best effort: it only saves time)."""
         try:
             stamp = stamp_of(os.stat(self.path(key, RESULT_FILE)))
-            header = _COPY_HEADER.pack(_COPY_MAGIC, *stamp, zlib.crc32(data))
+            crc = zlib.crc32(data, zlib.crc32(_COPY_HEADER.pack(_COPY_MAGIC, *stamp, 0)))
+            header = _COPY_HEADER.pack(_COPY_MAGIC, *stamp, crc)
 
             def fill(tmp: Path) -> None:
                 with open(tmp, "wb") as f:
@@ -323,8 +380,10 @@ class TaskStore:
         if len(raw) < _COPY_HEADER.size:
             return None
         magic, ino, size, mtime_ns, crc = _COPY_HEADER.unpack_from(raw)
-        data = raw[_COPY_HEADER.size:]
-        if magic != _COPY_MAGIC or (ino, size, mtime_ns) != tuple(stamp) or zlib.crc32(data) != crc:
+        data = memoryview(raw)[_COPY_HEADER.size:]
+        if magic != _COPY_MAGIC or (ino, size, mtime_ns) != tuple(stamp):
+            return None
+        if zlib.crc32(data, zlib.crc32(_COPY_HEADER.pack(magic, ino, size, mtime_ns, 0))) != crc:
             return None
         return data
 
@@ -343,32 +402,29 @@ class TaskStore:
         attrs = {"format_version": FORMAT_VERSION, "finished": time.time(),
                  "host": socket.gethostname(), **attrs}
         self.task_dir(key).mkdir(mode=0o700, exist_ok=True)
+        remove_stale_temporaries(self.task_dir(key))  # of an attempt killed while writing
         _write_h5(self.path(key, RESULT_FILE), datasets, attrs)
+        self.clear_setup_error(key)
 
     def read_result(self, key: str) -> Outcome:
         """The outcome of ``key``: from a result pack or result.pkl when they copy this very
         result.h5, else from result.h5 (FileNotFoundError when there is none)."""
         path = self.path(key, RESULT_FILE)
         stamp = stamp_of(os.stat(path))
+        # every copy is checked against its checksum first: a damaged one only sends us on to
+        # result.h5; an error while unpickling intact bytes is the object's own and is raised
         if self.index is not None:
             packed = self.index.get(key, stamp)
             if packed is not None:
-                try:
-                    return Outcome(True, value=cloudpickle.loads(packed))
-                except Exception:  # noqa: BLE001 - a damaged pack: result.h5 decides
-                    pass
+                return Outcome(True, value=_loads(packed, path, "the packed result"))
         data = self._read_copy(key, stamp)
         if data is None:
             data = _read_output_fast(path)
         if data is not None:
-            try:
-                value = cloudpickle.loads(data)
-            except Exception:  # noqa: BLE001 - the checked path below explains it
-                pass
-            else:
-                if self.index is not None:
-                    self.index.remember(key, stamp, data)
-                return Outcome(True, value=value)
+            value = _loads(data, path, "dataset 'output'")
+            if self.index is not None:
+                self.index.remember(key, stamp, data)
+            return Outcome(True, value=value)
         with self._open(path) as f:
             try:
                 if "output" in f:
@@ -419,26 +475,58 @@ class TaskStore:
         except Exception:
             f.close()
             raise self._corrupted(path, "no format version") from None
-        if version != FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             f.close()
             raise CacheCorruptedError(
-                f"cache file {path} has format version {version}, this executorlib reads version "
-                f"{FORMAT_VERSION}. Delete the task folder {path.parent} to recompute it."
+                f"cache file {path} has format version {version}, this executorlib reads versions "
+                f"{', '.join(map(str, _READABLE_VERSIONS))}. Delete the task folder {path.parent} "
+                f"to recompute it."
             )
+        try:
+            expected = f.attrs.get(_ATTRS_CHECKSUM)
+            if expected is None and version >= 2:
+                raise self._corrupted(path, f"its attribute {_ATTRS_CHECKSUM!r} is missing")
+            if expected is not None and int(expected) != _attrs_checksum(f.attrs):
+                raise self._damaged(path, "its attributes")
+        except CacheCorruptedError:
+            f.close()
+            raise
+        except Exception as err:  # noqa: BLE001 - h5py on damaged metadata
+            f.close()
+            raise self._corrupted(path, f"attributes: {err}") from None
         return f
 
     def _unpickle(self, path: Path, f: h5py.File, name: str) -> Any:
-        """Load dataset ``name``; a missing, short or non-pickle payload is CacheCorruptedError.
+        """Load dataset ``name`` after checking its crc32; a missing or damaged dataset is a
+        CacheCorruptedError.
 
-        Errors of the pickled objects themselves (e.g. a module missing here) pass through."""
+        Errors of the pickled objects themselves (their ``__setstate__``, a module missing here)
+        pass through as themselves, with a note naming the file."""
         try:
             data = _from_dataset(f[name])
-        except (KeyError, OSError, ValueError, TypeError, AttributeError) as err:
+            expected = f.attrs.get(f"{_CHECKSUM}{name}")
+            version = int(f.attrs.get("format_version", -1))
+        except Exception as err:  # noqa: BLE001 - h5py on damaged metadata raises many kinds
             raise self._corrupted(path, f"dataset {name!r}: {err}") from None
-        try:
+        if expected is None and version >= 2:
+            raise self._corrupted(path, f"the checksum of dataset {name!r} is missing")
+        if expected is not None:
+            if zlib.crc32(data) != int(expected):
+                raise self._damaged(path, f"dataset {name!r}")
+            return _loads(data, path, name)
+        try:  # a version 1 file, without checksums: a pickle cut short is the damage we can see
             return cloudpickle.loads(data)
         except (pickle.UnpicklingError, EOFError) as err:
             raise self._corrupted(path, f"dataset {name!r} is not a complete pickle: {err}") from None
+
+    @staticmethod
+    def _damaged(path: Path, what: str) -> CacheCorruptedError:
+        return CacheCorruptedError(
+            f"cache file {path} is damaged: the checksum of {what} does not match the bytes on "
+            f"disk (changed after it was written: a disk, file system or copy error). Delete the "
+            f"task folder {path.parent} (or run 'python -m executorlib clean --key "
+            f"{path.parent.name} {path.parent.parent}') and submit again to recompute it."
+        )
 
     @staticmethod
     def _corrupted(path: Path, detail: str) -> CacheCorruptedError:
@@ -447,6 +535,47 @@ class TaskStore:
             f"a full disk. Delete the task folder {path.parent} (or run 'python -m executorlib "
             f"clean --key {path.parent.name} {path.parent.parent}') and submit again to recompute it."
         )
+
+
+def _loads(data: Any, path: Path, what: str) -> Any:
+    """Unpickle intact bytes: what goes wrong now is the pickled object's own doing (its
+    ``__setstate__`` or ``__reduce__``, a module missing or changed here), never damage, so the
+    exception passes through as itself, with a note that says where it came from."""
+    try:
+        return cloudpickle.loads(data)
+    except BaseException as error:
+        if isinstance(error, Exception) and hasattr(error, "add_note"):
+            error.add_note(f"(raised while unpickling {what} of {path}; the file is intact, its "
+                           f"checksum matches: the error comes from the pickled object or from a "
+                           f"module that is missing or different in this Python environment)")
+        raise
+
+
+def _check_path_length(directory: Path) -> None:
+    """ValueError (naming the path, its length and the limit) when the files of a task folder
+    below ``directory`` would have names longer than the file system allows."""
+    encoded = os.fsencode(directory)
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    for part in directory.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise ValueError(
+                f"cache_directory {str(directory)!r} has a component of {len(os.fsencode(part))} "
+                f"bytes ({part[:40]!r}...); this file system allows at most {name_max} bytes per "
+                f"name. Use a shorter cache_directory.")
+    longest = len(encoded) + 1 + _LONGEST_KEY + 1 + _LONGEST_NAME
+    if longest >= path_max:
+        raise ValueError(
+            f"cache_directory {str(directory)!r} is {len(encoded)} bytes long: the files of its "
+            f"task folders would reach {longest} bytes, and this file system allows paths of at "
+            f"most {path_max - 1} bytes. Use a cache_directory of at most "
+            f"{path_max - 1 - (longest - len(encoded))} bytes.")
 
 
 def _qualified_name(cls: type) -> str:

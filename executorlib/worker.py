@@ -5,8 +5,13 @@ result (or the error with its traceback) atomically, exit. Every job on a cluste
 module's import time, so it imports the task store and nothing heavier.
 
 Exit codes: 0 the function returned; 1 the function raised (the error is stored, and SLURM sees
-the job as failed so that ``afterok`` dependents never start); 2 the task could not be loaded or
-its outcome could not be written.
+the job as failed so that ``afterok`` dependents never start); 2 the task could not be set up (its
+function or arguments could not be loaded, e.g. a module missing from ``PYTHONPATH``; its ``cwd``
+does not exist; a parent's result is missing or unreadable) or its outcome could not be written.
+
+A setup failure is not the call's result: nothing is written to result.h5, so a rerun after the
+fix runs the call again. The explanation, with what to fix, goes to ``setup_error.json`` in the
+task folder (:meth:`TaskStore.read_setup_error`) and to the job's output.
 
 ``python -m executorlib.worker --serve [--mpi] [--init INIT_FILE]`` is a persistent worker of a
 block allocation (``executorlib.spawners.pool``): it runs ``init_function`` once, then reads one
@@ -17,38 +22,99 @@ task folder per line on stdin, runs each exactly as above (its output goes to th
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-from executorlib.errors import DependencyError
+from executorlib.errors import CacheError, DependencyError, TaskExitError
 from executorlib.store import TaskStore
 from executorlib.task import fill_futures
 
 
-class _ParentFailed(DependencyError):
-    """A parent's result is missing or an error; stored as a plain DependencyError."""
+class _SetupFailed(Exception):
+    """The job could not set up the call; ``message`` says what failed and what to fix."""
+
+    def __init__(self, message: str, error: Optional[BaseException] = None):
+        super().__init__(message)
+        self.message = message
+        self.error = error
 
 
-def _load_call(store: TaskStore, key: str) -> tuple[Any, tuple, dict]:
-    fn, args, kwargs = store.read_task(key)
+def _load_call(store: TaskStore, key: str, info: dict) -> tuple[Any, tuple, dict]:
+    path = store.path(key, "task.h5")
+    where = f"on host {socket.gethostname()} with Python {sys.executable}"
+    try:
+        fn, args, kwargs = store.read_task(key)
+    except (ImportError, AttributeError) as error:  # ModuleNotFoundError is an ImportError
+        raise _SetupFailed(
+            f"the job of task {key} could not load its function {info.get('function_name')!r} "
+            f"or arguments from {path}: {type(error).__name__}: {error}. The job imports the "
+            f"modules the call refers to by name: make them importable {where} (PYTHONPATH, or "
+            f"install the package into the job's environment; modules next to the submitting "
+            f"script are found through its directory {info.get('client_cwd')!r}), then submit "
+            f"again: nothing was cached, so the call runs again.", error) from error
+    except CacheError as error:
+        raise _SetupFailed(str(error), error) from error
+    except Exception as error:  # noqa: BLE001 - e.g. an argument's own __setstate__ failed
+        raise _SetupFailed(
+            f"the job of task {key} could not unpickle its function or arguments from {path} "
+            f"{where}: {type(error).__name__}: {error}. Nothing was cached: after the fix, "
+            f"submit again and the call runs again.", error) from error
 
     def parent_value(parent_key: str) -> Any:
         if not store.has_result(parent_key):
-            raise _ParentFailed(f"the result of parent task {parent_key} is missing from the cache")
-        outcome = store.read_result(parent_key)
+            raise _SetupFailed(
+                f"the result of parent task {parent_key}, an argument of task {key}, is missing "
+                f"from the cache {store.directory} (deleted meanwhile?). Submit the parent call "
+                f"again, then this one: nothing was cached for it.")
+        try:
+            outcome = store.read_result(parent_key)
+        except Exception as error:  # noqa: BLE001 - damaged, or its module is missing here
+            raise _SetupFailed(
+                f"the result of parent task {parent_key}, an argument of task {key}, cannot be "
+                f"read {where}: {type(error).__name__}: {error}", error) from error
         if not outcome.ok:
-            raise _ParentFailed(f"parent task {parent_key} failed: {outcome.error!r}")
+            raise _SetupFailed(
+                f"parent task {parent_key}, an argument of task {key}, failed: {outcome.error!r}; "
+                f"nothing was cached for task {key}.", DependencyError(str(outcome.error)))
         return outcome.value
 
     return fn, fill_futures(args, parent_value), fill_futures(kwargs, parent_value)
 
 
+def _enter_cwd(key: str, cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except OSError as error:
+        what = "does not exist" if isinstance(error, FileNotFoundError) else f"cannot be entered ({error})"
+        raise _SetupFailed(
+            f"the working directory of task {key}, resource_dict['cwd'] = {cwd!r}, {what} on "
+            f"host {socket.gethostname()}. Create it (on the machine the job runs on) or change "
+            f"resource_dict['cwd'], then submit again: nothing was cached, so the call runs "
+            f"again.", error) from error
+
+
+def _report_setup_failure(store: TaskStore, key: str, failure: _SetupFailed, tb: str) -> None:
+    """Say why the call did not run: in the job's output and in setup_error.json (not a result)."""
+    print(tb, file=sys.stderr)
+    print(f"executorlib: setup failed, nothing was cached: {failure.message}", file=sys.stderr)
+    error = failure.error if failure.error is not None else failure
+    try:
+        store.write_setup_error(key, {"message": failure.message,
+                                      "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
+                                      "traceback": tb[-20_000:]})
+    except Exception:  # noqa: BLE001 - the output above still says it
+        traceback.print_exc()
+
+
 def _run(fn: Any, args: tuple, kwargs: dict) -> tuple[bool, Any, str]:
     try:
         return True, fn(*args, **kwargs), ""
+    except (SystemExit, KeyboardInterrupt) as error:  # must not end the caller's script: a stand-in
+        return False, TaskExitError.from_exception(error), traceback.format_exc()
     except BaseException as error:  # noqa: BLE001 - every error of the user's function is a result
         return False, error, traceback.format_exc()
 
@@ -218,28 +284,26 @@ def run_task(task_dir: os.PathLike | str, comm: Any = None, init_values: Optiona
     key = task_dir.name
     rank = comm.Get_rank() if comm is not None else 0
 
+    if rank == 0:  # a new attempt: an earlier one's setup error and temporaries are stale
+        store.clear_setup_error(key)
+        store.remove_stale_temporaries(key)
     try:
-        info = store.read_task_info(key)
+        try:
+            info = store.read_task_info(key)
+        except Exception as error:  # noqa: BLE001 - damaged or unreadable task.h5
+            raise _SetupFailed(f"the job of task {key} cannot read its task file: {error}", error) from error
         if info["client_cwd"] and info["client_cwd"] not in sys.path:
             sys.path.append(info["client_cwd"])  # modules next to the submitting script import
-        fn, args, kwargs = _load_call(store, key)
+        fn, args, kwargs = _load_call(store, key, info)
         if init_values:
             kwargs = _with_init_values(fn, args, kwargs, init_values)
         if info["resources"].get("cwd"):
-            os.chdir(info["resources"]["cwd"])
-    except _ParentFailed as error:
-        fn = None
-        load_error: tuple | None = (DependencyError(str(error)), traceback.format_exc())
-    except Exception as error:  # noqa: BLE001
+            _enter_cwd(key, info["resources"]["cwd"])
+    except _SetupFailed as failure:
         if rank == 0:
-            traceback.print_exc()
-            try:
-                store.write_error(key, error, traceback.format_exc(), 0.0)
-            except Exception:
-                traceback.print_exc()
+            _report_setup_failure(store, key, failure, traceback.format_exc())
         return 2
-    else:
-        load_error = init_error
+    load_error = init_error
 
     start = time.time()
     if load_error is not None:
