@@ -424,15 +424,206 @@ def get_future_from_cache(cache_directory: PathLike, key: str, backend: Optional
 
 
 # -- cancel_cache_jobs and clean_cache -------------------------------------------------------------
+#: clean_cache keeps task folders that changed less than this many seconds ago (``grace``): a live
+#: Executor may be writing the task right now, or may not have read its result yet
+CLEAN_GRACE = 60.0
+
+#: why clean_cache kept a task it was asked to delete (the ``kept`` field of its record)
+KEEP_REASONS = {
+    "job": "its job is queued or running (or its scheduler could not be asked)",
+    "claim": "a live process claimed it and is submitting its job",
+    "client": "the process that submitted it is alive and may not have read its result yet",
+    "parent": "a task that is kept takes its result as an argument",
+    "young": "its folder changed within the grace period",
+}
+
+
+class CleanResult(list):
+    """What :func:`clean_cache` returns: the records of the tasks deleted (a list, as
+    get_cache_data gives them), plus
+
+    - ``kept``: the records of the selected tasks that were kept, each with a ``kept`` field
+      naming the reason (a key of :data:`KEEP_REASONS`);
+    - ``removed_temporaries``: how many files of writers that were killed mid-write (``.*.tmp``),
+      of interrupted cleans (``.deleted-*``) and lock files of ended processes were removed.
+    """
+
+    def __init__(self, deleted: Iterable[dict] = (), kept: Iterable[dict] = (), removed_temporaries: int = 0):
+        super().__init__(deleted)
+        self.kept: list[dict] = list(kept)
+        self.removed_temporaries = removed_temporaries
+
+    def kept_counts(self) -> dict[str, int]:
+        """reason -> how many tasks were kept for it (in the order of KEEP_REASONS)."""
+        counts = {reason: 0 for reason in KEEP_REASONS}
+        for record in self.kept:
+            counts[record["kept"]] = counts.get(record["kept"], 0) + 1
+        return {reason: n for reason, n in counts.items() if n}
+
+
 def _live_job(record: dict, job: Optional[dict]) -> bool:
     """True while a job (or a live submitter's claim) may still write into the task folder."""
-    from executorlib.scheduler import Scheduler
+    from executorlib.claims import claim_is_stale
 
     if record["state"] not in ("pending", "running") or not job:
         return False
     if job.get("state") == "submitted":
         return True
-    return job.get("state") == "claimed" and not Scheduler._claim_is_stale(job)
+    return job.get("state") == "claimed" and not claim_is_stale(job)
+
+
+def _newest_change(folder: PathLike) -> Optional[int]:
+    """The latest mtime (ns) of the folder and of the entries in it; None when it is gone.
+
+    Every write goes through a temporary file renamed into place, which changes the folder's
+    own mtime too; reading changes nothing, and neither does renaming the folder itself."""
+    try:
+        newest = os.stat(folder).st_mtime_ns
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
+                except OSError:
+                    continue  # renamed or removed meanwhile: the folder's mtime shows it
+    except OSError:
+        return None
+    return newest
+
+
+def _owned_by_live_client(job: Optional[dict]) -> bool:
+    """True when ``job`` (a claim, job or cancel record) names another process that is alive."""
+    from executorlib.claims import claim_is_stale, is_own_claim
+
+    if not job or not job.get("host") or is_own_claim(job):
+        return False
+    return not claim_is_stale(job)
+
+
+def _keep_reason(record: dict, job: Optional[dict], newest: Optional[int], grace: float,
+                 now: float) -> Optional[str]:
+    """Why the task of ``record`` must not be deleted now (a key of KEEP_REASONS), or None;
+    ``newest`` is its folder's latest change (ns) from before its record was read."""
+    from executorlib.claims import claim_is_stale, is_own_claim
+
+    state = (job or {}).get("state")
+    if record["state"] in ("pending", "running") and state == "submitted":
+        return "job"
+    if state == "claimed" and not claim_is_stale(job):  # type: ignore[arg-type]
+        return "claim"
+    if _owned_by_live_client(job):
+        return "client"
+    if newest is None:
+        return "young"  # it appeared while clean was looking
+    if grace > 0 and not (job and is_own_claim(job)) and now - newest / 1e9 < grace:
+        return "young"  # this process's own tasks are exempt: it knows it is not writing them
+    return None
+
+
+def _parents(store: TaskStore, key: str) -> list[str]:
+    try:
+        return list(store.read_task_info(key).get("parents") or [])
+    except Exception:  # noqa: BLE001 - no task file (yet), or a damaged one: no parents known
+        return []
+
+
+def _delete(store: TaskStore, key: str, job: Optional[dict] = None, newest: Optional[int] = None,
+            check: bool = False) -> bool:
+    """Remove a task folder: renamed away first, so it vanishes at once for every reader.
+
+    With ``check`` a folder whose latest change is no longer ``newest`` (or whose job.json is no
+    longer ``job``) is kept, and one that a writer changed while it was moved away is put back:
+    a live Executor writes into it. False when the folder was kept (or was already gone)."""
+    folder = store.task_dir(key)
+    if check and (newest is None or _newest_change(folder) != newest or store.read_job(key) != job):
+        return False
+    trash = store.directory / f".deleted-{key}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:
+        return False
+    if check and _newest_change(trash) != newest:
+        try:
+            os.rename(trash, folder)  # a live writer raced us: give its folder back
+            return False
+        except OSError:
+            pass  # it made the folder anew meanwhile: what was moved away is an old copy
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def _sweep(store: TaskStore, keys: Iterable[str], grace: float, now: float) -> int:
+    """Remove what killed writers left: stale temporaries in task folders and in the result
+    packs, folders of interrupted cleans, lock files of ended claimants. Returns how many."""
+    from executorlib.files import remove_stale_temporaries
+
+    removed = 0
+    for key in keys:
+        removed += len(remove_stale_temporaries(store.task_dir(key)))
+    removed += len(remove_stale_temporaries(store.directory / INDEX_DIR))
+    removed += len(remove_stale_temporaries(store.directory))
+    try:
+        entries = [e for e in os.scandir(store.directory) if e.name.startswith(".deleted-")]
+    except OSError:
+        entries = []
+    for entry in entries:  # a clean killed between its rename and its rmtree
+        newest = _newest_change(entry.path)
+        if newest is not None and now - newest / 1e9 >= grace:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed + _remove_dead_locks(store, grace, now)
+
+
+def _remove_dead_locks(store: TaskStore, grace: float, now: float) -> int:
+    """Lock files (executorlib.claims) that no process holds any more: their owners ended."""
+    import fcntl
+
+    from executorlib import claims
+
+    folder = store.directory / getattr(claims, "LOCK_DIR", ".claims")
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    removed = 0
+    for entry in entries:
+        try:
+            if not entry.name.endswith(".lock") or now - entry.stat().st_mtime < grace:
+                continue  # a new owner opens its lock file before it locks it
+            fd = os.open(entry.path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while the owner lives
+            os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    try:
+        folder.rmdir()  # only when empty
+    except OSError:
+        pass
+    return removed
+
+
+def _drop_own_lock(store: TaskStore) -> None:
+    """A purge that kept nothing: this process holds no live claim here, so its lock file goes
+    too (its next claim makes a new one) and the cache directory is left empty."""
+    from executorlib import claims
+
+    drop = getattr(claims, "drop_own_lock", None)
+    if drop is not None:
+        drop(store.directory)
+        return
+    held = getattr(claims, "_locks", {}).pop(str(store.directory), None)  # until claims offers it
+    if held is not None:
+        fd, path = held
+        for step in (lambda: os.unlink(path), lambda: os.close(fd)):
+            try:
+                step()
+            except OSError:
+                pass
 
 
 def _cancel(store: TaskStore, pairs: list[tuple[dict, Optional[dict]]], spawners: _Spawners) -> list[str]:
@@ -467,7 +658,7 @@ def cancel_cache_jobs(cache_directory: PathLike, keys: Optional[Iterable[str]] =
         spawners.close()
 
 
-def _seconds(older_than: Union[None, float, int, datetime.timedelta]) -> Optional[float]:
+def _seconds(older_than: Union[None, float, int, datetime.timedelta], name: str = "older_than") -> Optional[float]:
     if older_than is None:
         return None
     if isinstance(older_than, datetime.timedelta):
@@ -475,9 +666,9 @@ def _seconds(older_than: Union[None, float, int, datetime.timedelta]) -> Optiona
     elif isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
         seconds = float(older_than)
     else:
-        raise TypeError(f"older_than must be seconds (a number) or a datetime.timedelta, got {older_than!r}")
+        raise TypeError(f"{name} must be seconds (a number) or a datetime.timedelta, got {older_than!r}")
     if seconds < 0:
-        raise ValueError(f"older_than must not be negative, got {older_than!r}")
+        raise ValueError(f"{name} must not be negative, got {older_than!r}")
     return seconds
 
 
@@ -511,40 +702,53 @@ def _select(pairs: list[tuple[dict, Optional[dict]]], states: Optional[Iterable[
     return selected
 
 
-def _delete(store: TaskStore, key: str) -> bool:
-    """Remove a task folder: renamed away first, so it vanishes at once for every reader."""
-    folder = store.task_dir(key)
-    trash = store.directory / f".deleted-{key}-{uuid.uuid4().hex[:8]}"
-    try:
-        os.rename(folder, trash)
-    except FileNotFoundError:
-        return False
-    shutil.rmtree(trash, ignore_errors=True)
-    return True
-
-
 def _clean(cache_directory: PathLike, states: Optional[Iterable[str]] = None,
            older_than: Union[None, float, datetime.timedelta] = None,
            keys: Optional[Iterable[str]] = None, dry_run: bool = False,
-           force: bool = False) -> tuple[list[dict], list[dict]]:
-    """clean_cache, also returning the selected tasks it kept because their jobs are live."""
+           force: bool = False, grace: Union[float, datetime.timedelta] = CLEAN_GRACE) -> CleanResult:
+    """clean_cache (see there)."""
     seconds = _seconds(older_than)
+    grace_seconds = _seconds(grace, "grace") or 0.0
     store = _open_store(cache_directory)
     spawners = _Spawners()
     try:
-        selected = _select(_collect(store, keys, True, spawners), states, seconds, keys)
-        live = [(r, j) for r, j in selected if _live_job(r, j)]
-        kept = [] if force else [r for r, _ in live]
-        doomed = selected if force else [(r, j) for r, j in selected if not _live_job(r, j)]
+        # each folder's latest change, before its record is read: a change after it means a
+        # live writer, whatever the clocks and mtime resolution of the file system
+        before = {key: _newest_change(store.task_dir(key)) for key in store.keys()}
+        pairs = _collect(store, None, True, spawners)  # all tasks: a kept child keeps its parents
+        now = time.time()
+        reasons = {record["key"]: _keep_reason(record, job, before.get(record["key"]), grace_seconds, now)
+                   for record, job in pairs}
+        needed: set[str] = set()  # parents whose results a kept task without a result will read
+        for record, _ in pairs:
+            if reasons[record["key"]] is not None and record["state"] in ("pending", "running"):
+                needed.update(_parents(store, record["key"]))
+        selected = _select(pairs, states, seconds, keys)
+        doomed, kept = [], []
+        for record, job in selected:
+            reason = reasons[record["key"]] or ("parent" if record["key"] in needed else None)
+            if reason is None or force:
+                doomed.append((record, job))
+            else:
+                kept.append({**record, "kept": reason})
         if dry_run:
-            return [r for r, _ in doomed], kept
+            return CleanResult([r for r, _ in doomed], kept)
+        live = [(r, j) for r, j in doomed if _live_job(r, j)]
         if force and live:
             _cancel(store, live, spawners)
-        deleted = [record for record, _ in doomed if _delete(store, record["key"])]
+        deleted = []
+        for record, job in doomed:
+            if _delete(store, record["key"], job, before.get(record["key"]), check=not force):
+                deleted.append(record)
+            elif os.path.isdir(record["path"]):  # changed while clean looked: a live writer
+                kept.append({**record, "kept": "young"})
         if states is None and seconds is None and keys is None and not kept:
             # a purge: the result packs (copies of small results, see result_index) go too
             shutil.rmtree(store.directory / INDEX_DIR, ignore_errors=True)
-        return deleted, kept
+            _drop_own_lock(store)
+        gone = {record["key"] for record in deleted}
+        removed = _sweep(store, [r["key"] for r, _ in pairs if r["key"] not in gone], grace_seconds, now)
+        return CleanResult(deleted, kept, removed)
     finally:
         spawners.close()
 
@@ -552,13 +756,24 @@ def _clean(cache_directory: PathLike, states: Optional[Iterable[str]] = None,
 def clean_cache(cache_directory: PathLike, states: Optional[Iterable[str]] = None,
                 older_than: Union[None, float, datetime.timedelta] = None,
                 keys: Optional[Iterable[str]] = None, dry_run: bool = False,
-                force: bool = False) -> list[dict]:
+                force: bool = False, grace: Union[float, datetime.timedelta] = CLEAN_GRACE) -> CleanResult:
     """Delete task folders of the cache; return the records (as get_cache_data) of those deleted.
 
     Selects tasks whose state is in ``states``, whose last activity (finished, else submitted,
     else created) is at least ``older_than`` ago (seconds or a timedelta) and whose key is in
-    ``keys``; no filter at all selects every task (a purge). Tasks whose jobs are still queued or
-    running are kept unless ``force=True``, which cancels their jobs first. ``dry_run=True`` only
-    returns what would be deleted.
+    ``keys``; no filter at all selects every task (a purge). ``dry_run=True`` only returns what
+    would be deleted.
+
+    Live work is never deleted: a selected task is kept when its job is queued or running, when a
+    live process claimed it, when the process that submitted it is still alive (its Executor may
+    not have read the result yet), when a kept task takes its result as an argument, or when its
+    folder changed less than ``grace`` seconds ago (default :data:`CLEAN_GRACE`, 60 s; tasks of
+    this very process are exempt, it knows what it is doing). A folder that changes while clean
+    looks at it is kept too. ``force=True`` deletes the selected tasks whatever the reason,
+    cancelling their queued and running jobs first.
+
+    The returned list (a :class:`CleanResult`) has ``kept``, the selected tasks kept with the
+    reason in their ``kept`` field, and ``removed_temporaries``: clean also removes the
+    temporary files of writers that were killed mid-write, whatever the selection.
     """
-    return _clean(cache_directory, states, older_than, keys, dry_run, force)[0]
+    return _clean(cache_directory, states, older_than, keys, dry_run, force, grace)

@@ -4,7 +4,7 @@
     executorlib show   CACHE_DIR KEY
     executorlib cancel CACHE_DIR [KEY ...]
     executorlib clean  CACHE_DIR [--state STATE ...] [--older-than AGE] [--key KEY ...] [--all]
-                       [--dry-run] [--force]
+                       [--grace AGE] [--dry-run] [--force] [--verbose]
 
 Output is for people; ``--json`` prints the same as JSON for scripts. Exit codes: 0 done, 1 nothing
 matched or an error, 2 wrong usage. KEY may be a unique prefix of a task key. Imports only the
@@ -245,27 +245,56 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 0 if cancelled else 1
 
 
+#: how ``clean`` words the reasons of executorlib.cache.KEEP_REASONS in its summary
+_KEPT_WORDS = {
+    "job": "with a queued or running job",
+    "claim": "claimed by a live process",
+    "client": "of a live client that may not have read the result",
+    "parent": "whose result a kept task needs",
+    "young": "changed within the grace period",
+}
+
+
 def _cmd_clean(args: argparse.Namespace) -> int:
-    from executorlib.cache import _clean
+    from executorlib.cache import CLEAN_GRACE, KEEP_REASONS, CleanResult, _clean
 
     if not (args.all or args.state or args.older_than is not None or args.key):
         raise _UsageError("clean needs --state, --older-than, --key or --all (to delete every task)")
     keys = _resolve_keys(args.cache_dir, args.key) if args.key else None
-    deleted, kept = _clean(args.cache_dir, states=args.state, older_than=args.older_than, keys=keys,
-                           dry_run=args.dry_run, force=args.force)
+    grace = CLEAN_GRACE if args.grace is None else args.grace
+    result: CleanResult = _clean(args.cache_dir, states=args.state, older_than=args.older_than, keys=keys,
+                                 dry_run=args.dry_run, force=args.force, grace=grace)
+    deleted, kept = list(result), result.kept
     if args.json:
-        _print_json({"deleted": deleted, "kept_running": kept, "dry_run": args.dry_run})
-    else:
-        verb = "would delete" if args.dry_run else "deleted"
-        for record in deleted:
-            print(f"{verb} {record['key']} ({record['state']}, {_size(record['size'])})")
-        if deleted:
-            print(f"{verb} {len(deleted)} task(s), {_size(sum(r['size'] or 0 for r in deleted))}")
-        for record in kept:
-            print(f"kept {record['key']}: its job {record['job_id'] or ''} is still {record['state']} "
-                  "(use --force to cancel and delete it)", file=sys.stderr)
-        if not deleted and not kept:
-            print("no tasks matched", file=sys.stderr)
+        _print_json({"deleted": deleted, "kept": kept,
+                     "kept_running": [r for r in kept if r["kept"] in ("job", "claim")],
+                     "kept_counts": result.kept_counts(), "grace": grace,
+                     "removed_temporaries": result.removed_temporaries, "dry_run": args.dry_run})
+        return 0 if deleted else 1
+    verb = "would delete" if args.dry_run else "deleted"
+    for record in deleted:
+        print(f"{verb} {record['key']} ({record['state']}, {_size(record['size'])})")
+    if deleted:
+        print(f"{verb} {len(deleted)} task(s), {_size(sum(r['size'] or 0 for r in deleted))}")
+    if kept:
+        counts = ", ".join(f"{n} {_KEPT_WORDS.get(reason, reason)}" for reason, n in result.kept_counts().items())
+        print(f"kept {len(kept)} task(s): {counts}", file=sys.stderr)
+        if args.verbose:
+            for record in kept:
+                job = f" (job {record['job_id']})" if record.get("job_id") else ""
+                print(f"  kept {record['key']}{job}: {KEEP_REASONS.get(record['kept'], record['kept'])}",
+                      file=sys.stderr)
+        hints = []
+        if not args.verbose:
+            hints.append("--verbose lists them")
+        if any(r["kept"] == "young" for r in kept):
+            hints.append(f"--grace 0 deletes what changed in the last {_duration(grace)}")
+        hints.append("--force cancels their jobs and deletes them anyway")
+        print(f"  ({'; '.join(hints)})", file=sys.stderr)
+    if result.removed_temporaries:
+        print(f"removed {result.removed_temporaries} leftover file(s) of killed writers", file=sys.stderr)
+    if not deleted and not kept:
+        print("no tasks matched", file=sys.stderr)
     return 0 if deleted else 1
 
 
@@ -329,9 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only tasks whose last activity is older than AGE, e.g. 90s, 15m, 12h, 2d, 1w")
     sub.add_argument("--key", action="append", metavar="KEY", help="only this task (repeatable)")
     sub.add_argument("--all", action="store_true", help="select every task (a purge)")
+    sub.add_argument("--grace", type=parse_age, metavar="AGE",
+                     help="keep task folders that changed within AGE (default 60s): a live Executor "
+                          "may still be writing them or reading their results; 0 turns it off")
     sub.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
     sub.add_argument("--force", action="store_true",
-                     help="also cancel and delete tasks whose jobs are still queued or running")
+                     help="also delete live work: cancel queued and running jobs, ignore claims, "
+                          "live clients and the grace period")
+    sub.add_argument("--verbose", "-v", action="store_true", help="name each task kept, with the reason")
     return parser
 
 

@@ -176,18 +176,17 @@ def test_cancel_reaches_a_job_another_process_submitted(run_script, tmp_path, ru
         from tests.cache.funcs import count_runs, record_and_hold
 
         exe = Executor(cache_directory={str(cache)!r})
-        exe.submit(record_and_hold, {runs!r}, 3, {str(hold)!r})
-        while count_runs({runs!r}) < 1:
-            pass
-        exe.shutdown(wait=False)
+        future = exe.submit(record_and_hold, {runs!r}, 3, {str(hold)!r})
+        print(type(future.exception()).__name__)
     """)
-    _, err = process.communicate(timeout=30)
-    assert process.returncode == 0, err
+    wait_for(lambda: count_runs(runs) == 1, what="the other process's task to start")
     key = key_of(record_and_hold, runs, 3, str(hold))
     future = get_future_from_cache(cache, key)
     assert cancel_cache_jobs(cache, [key]) == [key]
     with pytest.raises(CancelledError):
         future.result(timeout=10)
+    out, err = process.communicate(timeout=30)  # the submitting process learns it too
+    assert process.returncode == 0 and out.strip() == "CancelledError", err
     job_id = int(get_cache_data(cache)[0]["job_id"])
     wait_for(lambda: not os.path.exists(f"/proc/{job_id}"), what="the cancelled job to end")
 
@@ -199,17 +198,17 @@ def test_clean_cache_by_state_key_and_age(tmp_path):
     failed_key = store_outcome(store, fail, "x", error=ValueError("x"))
     cache = store.directory
 
-    preview = clean_cache(cache, states=["failed"], dry_run=True)
+    preview = clean_cache(cache, states=["failed"], dry_run=True, grace=0)
     assert [r["key"] for r in preview] == [failed_key] and len(get_cache_data(cache)) == 4
-    assert [r["key"] for r in clean_cache(cache, states="failed")] == [failed_key]
+    assert [r["key"] for r in clean_cache(cache, states="failed", grace=0)] == [failed_key]
     assert {r["key"] for r in get_cache_data(cache)} == done_keys
 
-    assert clean_cache(cache, older_than=datetime.timedelta(days=1)) == []  # all are recent
-    assert [r["key"] for r in clean_cache(cache, keys=[key_of(double, 0)], older_than=0)] == [key_of(double, 0)]
+    assert clean_cache(cache, older_than=datetime.timedelta(days=1), grace=0) == []  # all are recent
+    assert [r["key"] for r in clean_cache(cache, keys=[key_of(double, 0)], older_than=0, grace=0)] == [key_of(double, 0)]
     with Executor(cache_directory=cache) as exe:  # a deleted task is computed again
         assert exe.submit(double, 0).result(timeout=30) == 0
 
-    deleted = clean_cache(cache)  # no filter: purge
+    deleted = clean_cache(cache, grace=0)  # no filter: purge
     assert {r["key"] for r in deleted} == done_keys and get_cache_data(cache) == []
     assert [p.name for p in cache.iterdir()] == []
 

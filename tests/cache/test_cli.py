@@ -86,15 +86,15 @@ def test_clean_needs_a_selection_and_honours_dry_run(cache, capsys):
     code, _, err = run(capsys, "clean", cache)
     assert code == 2 and "needs --state, --older-than, --key or --all" in err
 
-    code, out, _ = run(capsys, "clean", cache, "--state", "failed", "--dry-run")
+    code, out, _ = run(capsys, "clean", cache, "--state", "failed", "--dry-run", "--grace", "0")
     assert code == 0 and out.startswith(f"would delete {key_of(fail, 'bad input')} (failed,")
     assert len(get_cache_data(cache)) == 3
 
     code, out, _ = run(capsys, "clean", cache, "--older-than", "2d")
     assert code == 1  # nothing that old
-    code, out, _ = run(capsys, "clean", cache, "--key", key_of(double, 1), "--json")
+    code, out, _ = run(capsys, "clean", cache, "--key", key_of(double, 1), "--json", "--grace", "0")
     assert code == 0 and [r["key"] for r in json.loads(out)["deleted"]] == [key_of(double, 1)]
-    code, out, _ = run(capsys, "clean", cache, "--all")
+    code, out, _ = run(capsys, "clean", cache, "--all", "--grace", "0")
     assert code == 0 and "deleted 2 task(s)" in out
     assert get_cache_data(cache) == []
     code, _, err = run(capsys, "list", cache)
@@ -110,7 +110,10 @@ def test_cancel_and_clean_of_a_running_task(tmp_path, capsys, runs):
         key = key_of(record_and_hold, runs, 1, str(hold))
 
         code, _, err = run(capsys, "clean", exe.cache_directory, "--all")
-        assert code == 1 and f"kept {key}" in err and "--force" in err
+        assert code == 1 and "kept 1 task(s): 1 with a queued or running job" in err
+        assert "--force" in err and key not in err  # names only with --verbose
+        code, _, err = run(capsys, "clean", exe.cache_directory, "--all", "--verbose")
+        assert code == 1 and f"  kept {key} (job " in err and "its job is queued or running" in err
         code, out, _ = run(capsys, "cancel", exe.cache_directory, key[:20])
         assert code == 0 and out == f"cancelled {key}\n"
         future.exception(timeout=10)
@@ -118,6 +121,39 @@ def test_cancel_and_clean_of_a_running_task(tmp_path, capsys, runs):
         assert code == 0 and key in out
         code, _, err = run(capsys, "cancel", exe.cache_directory)
         assert code == 1 and "no queued or running jobs" in err
+
+
+def test_clean_keeps_fresh_folders_and_says_why(cache, capsys):
+    """Folders written less than --grace ago may be a live Executor's: kept, counted, named."""
+    code, out, err = run(capsys, "clean", cache, "--all")
+    assert code == 1 and out == ""
+    assert "kept 3 task(s): 3 changed within the grace period" in err
+    assert "--grace 0 deletes what changed in the last 1m 00s" in err
+    code, out, err = run(capsys, "clean", cache, "--state", "failed", "--json")
+    report = json.loads(out)
+    assert code == 1 and report["deleted"] == [] and report["kept_counts"] == {"young": 1}
+    assert [r["kept"] for r in report["kept"]] == ["young"] and report["grace"] == 60
+    code, out, _ = run(capsys, "clean", cache, "--all", "--grace", "10m")
+    assert code == 1 and len(get_cache_data(cache)) == 3
+    code, out, _ = run(capsys, "clean", cache, "--all", "--force")
+    assert code == 0 and "deleted 3 task(s)" in out
+
+
+def test_clean_removes_what_killed_writers_left(cache, capsys):
+    """A job killed mid-write leaves a temporary file forever: clean removes it, whatever the
+    selection, and keeps a live writer's."""
+    from tests.cache.conftest import dead_pid
+
+    import socket
+
+    folder = cache / key_of(double, 1)
+    dead = folder / f".result.h5.{socket.gethostname()}.{dead_pid()}.0badc0de.tmp"
+    live = folder / f".result.h5.{socket.gethostname()}.{os.getpid()}.0badc0de.tmp"
+    dead.write_bytes(b"half a result")
+    live.write_bytes(b"being written")
+    code, _, err = run(capsys, "clean", cache, "--state", "cancelled")
+    assert code == 1 and "removed 1 leftover file(s) of killed writers" in err
+    assert not dead.exists() and live.exists()
 
 
 def test_usage_errors_exit_with_2(cache, capsys):
