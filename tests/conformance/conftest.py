@@ -14,7 +14,7 @@ asks for the ``flavour`` fixture and runs once per *flavour*:
 
 Usage::
 
-    from tests.conformance.conftest import ALL, LOCAL, flavours
+    from tests.conformance.conftest import ALL, LOCAL, flavours, release, wait_until
 
     def test_x(flavour):                 # runs on LOCAL (the default: cheap)
         with flavour.executor() as exe:  # Executor(**flavour.options, **overrides)
@@ -31,6 +31,11 @@ Executor; at teardown every Executor the test created is shut down with ``cancel
 and, on SLURM, jobs still queued or running under the test's cache are scancel'd (as
 ``tests/slurm/conftest.py``'s ``slurm_cache`` fixture does). Tests may pass ``max_workers`` as an
 override: it is dropped on the submission flavours, where the job scheduler decides.
+A known open bug on some flavours only: ``@pytest.mark.xfail_on("local", "local_pool",
+reason="issue 13 part 2: ...")`` marks those runs ``xfail(strict=False)`` (remove the mark once
+fixed; /work/coord/conformance-failures.md lists them).
+``flavour.gate(name)`` is a file path a task can block on (``funcs.wait_for_file``) until the
+test calls ``release(path)``; ``wait_until(predicate, timeout, what)`` polls.
 
 Functions that run in tasks live in ``tests/conformance/funcs.py`` (pickled by reference; the
 repository root is on the jobs' ``PYTHONPATH``, see ``tests/conftest.py``).
@@ -39,6 +44,7 @@ repository root is on the jobs' ``PYTHONPATH``, see ``tests/conftest.py``).
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -107,6 +113,11 @@ class Flavour:
         self.executors.append(exe)
         return exe
 
+    def gate(self, name: str) -> str:
+        """A path that does not exist yet: tasks given it wait (``funcs.wait_for_file``) until
+        the test creates it with :func:`release`."""
+        return str(self.tmp_path / f"gate-{name}")
+
     def teardown(self) -> None:
         for exe in self.executors:
             try:
@@ -122,8 +133,23 @@ class Flavour:
                 subprocess.run(["scancel", *leftover], capture_output=True, timeout=60)
 
 
+def release(path: str) -> None:
+    """Open a gate made by :meth:`Flavour.gate` (the waiting tasks return)."""
+    Path(path).touch()
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 20 ms; fail the test naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "flavours(*names): backends a conformance test runs on")
+    config.addinivalue_line("markers", "xfail_on(*names, reason): a known open bug on these flavours")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -131,7 +157,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     marker = metafunc.definition.get_closest_marker("flavours")
     names = marker.args if marker is not None else LOCAL
-    params = [pytest.param(n, id=n, marks=[pytest.mark.slurm] if n in SLURM else []) for n in names]
+    known = {}  # flavour -> reasons of the xfail_on marks naming it
+    for mark in metafunc.definition.iter_markers("xfail_on"):
+        for name in mark.args:
+            known.setdefault(name, []).append(mark.kwargs["reason"])
+    params = []
+    for name in names:
+        marks = [pytest.mark.slurm] if name in SLURM else []
+        if name in known:
+            marks.append(pytest.mark.xfail(reason="; ".join(known[name]), strict=False))
+        params.append(pytest.param(name, id=name, marks=marks))
     metafunc.parametrize("flavour", params, indirect=True)
 
 

@@ -81,3 +81,54 @@ def fail_if_negative(x: int) -> int:
     if x < 0:
         raise ValueError(f"negative: {x}")
     return x * 10
+
+
+def capture(*args: Any, **kwargs: Any) -> tuple:
+    """What the call received: (args, kwargs)."""
+    return args, kwargs
+
+
+def touch(path: str, value: Any = None) -> Any:
+    """Create ``path`` (proof that the task ran), return ``value``."""
+    Path(path).touch()
+    return value
+
+
+def sleep_touch(seconds: float, path: str, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return touch(path, value)
+
+
+def _raise_unpickling_error(message: str) -> None:
+    import pickle
+
+    raise pickle.UnpicklingError(message)
+
+
+def _raise_base_on_load(message: str) -> None:
+    raise CustomBaseException(message)
+
+
+class FailsOnLoad:
+    """Pickles fine; unpickling it raises ``error`` (``"unpickling"`` or ``"base"``)."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def __reduce__(self):
+        loader = _raise_unpickling_error if self.error == "unpickling" else _raise_base_on_load
+        return loader, (f"the user's own object refuses to load ({self.error})",)
+
+
+def make_fails_on_load(error: str) -> FailsOnLoad:
+    """A result whose unpickling in the client raises (see ``FailsOnLoad``)."""
+    return FailsOnLoad(error)
+
+
+class RefusesPickling:
+    """An argument whose pickling raises ``pickle.PicklingError``."""
+
+    def __reduce__(self):
+        import pickle
+
+        raise pickle.PicklingError("RefusesPickling cannot be pickled, on purpose")
