@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib
+import inspect
 import os
 import shutil
 import tempfile
@@ -12,7 +13,7 @@ import threading
 import weakref
 from concurrent.futures import Executor as _BaseExecutor
 from concurrent.futures import Future
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from executorlib.resources import merge_resources
 from executorlib.scheduler import Scheduler, resolve_from_store
@@ -27,6 +28,60 @@ BACKENDS: dict[str, tuple[str, str, bool]] = {
     "slurm_submission": ("executorlib.spawners.slurm", "SlurmSpawner", True),
     "flux_submission": ("executorlib.spawners.flux", "FluxSpawner", True),
 }
+
+
+# -- interpreter exit ------------------------------------------------------------------------------
+# As concurrent.futures does, a hook that runs before the interpreter joins its threads (so before
+# atexit handlers and before finalization): the local backends finish their unfinished tasks, the
+# submission backends hand every task to the job scheduler and stop their thread, leaving the jobs
+# running (a later process reattaches to the cache). No scheduler thread touches h5py afterwards.
+_exit_lock = threading.Lock()
+_interpreter_exiting = False
+#: the schedulers that may still run -> True when their jobs outlive this process (submission)
+_live_schedulers: "weakref.WeakKeyDictionary[Scheduler, bool]" = weakref.WeakKeyDictionary()
+
+
+def _python_exit() -> None:
+    global _interpreter_exiting
+    with _exit_lock:
+        _interpreter_exiting = True
+        schedulers = list(_live_schedulers.items())
+    # local tasks first: a submitted task may wait for a local parent
+    for scheduler, jobs_outlive in schedulers:
+        if not jobs_outlive:
+            scheduler.shutdown(wait=True)
+    for scheduler, jobs_outlive in schedulers:
+        if jobs_outlive:
+            _hand_over_and_stop(scheduler)
+
+
+def _hand_over_and_stop(scheduler: Scheduler) -> None:
+    """Give every task to the job scheduler, then end the thread; the jobs keep running."""
+    detach = getattr(scheduler, "detach", None)
+    if detach is not None:
+        detach()
+    else:  # an older Scheduler: hand over; its daemon thread may outlive this hook
+        scheduler.shutdown(wait=False)
+
+
+def _forget_schedulers_after_fork() -> None:
+    global _exit_lock
+    _exit_lock = threading.Lock()
+    _live_schedulers.clear()  # their threads did not survive the fork
+
+
+try:
+    threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+except AttributeError:  # not CPython >= 3.9: the closest stand-in
+    atexit.register(_python_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_schedulers_after_fork)
+
+
+def _release(scheduler: Scheduler) -> None:
+    """An Executor was collected without shutdown(): its tasks still finish (local) or are handed
+    to the job scheduler (submission), then its thread ends."""
+    scheduler.shutdown(wait=False)
 
 
 class _TaskCounts:
@@ -61,6 +116,64 @@ class _TaskCounts:
             running = sum(1 for f in self._unfinished if f.running())
             pending = len(self._unfinished) - running
             return f"{pending} pending, {running} running, {self._done} done, {self._failed} failed"
+
+
+def _pickling_failure(fn_name: str, error: Exception) -> Exception:
+    """``error`` of pickling the call, re-made with a message naming the call; same type, so a
+    ``PicklingError`` stays a ``PicklingError`` (and a TypeError a TypeError)."""
+    message = f"cannot pickle the call {fn_name}(...): {error}"
+    try:
+        renamed = type(error)(message)
+    except Exception:  # noqa: BLE001 - a class whose constructor takes other arguments
+        if hasattr(error, "add_note"):
+            error.add_note(message)
+        return error
+    renamed.__cause__ = error
+    return renamed
+
+
+#: function -> whether it has a parameter ``resource_dict`` that submit()'s own would hide
+_HIDDEN_PARAMETER: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def _takes_resource_dict(fn: Callable) -> bool:
+    """True when ``fn`` has a parameter named ``resource_dict`` that a call can pass by keyword
+    (a ``functools.partial`` that binds it does not count). Cached per function."""
+    if isinstance(fn, functools.partial):
+        return "resource_dict" not in fn.keywords and _takes_resource_dict(fn.func)
+    target = getattr(fn, "__func__", fn)  # a bound method: cache by its function
+    try:
+        return _HIDDEN_PARAMETER[target]
+    except (KeyError, TypeError):  # not seen yet, or not weakly referable (builtins)
+        pass
+    try:
+        parameter = inspect.signature(fn).parameters.get("resource_dict")
+    except (TypeError, ValueError):  # no signature: nothing to say
+        parameter = None
+    takes = parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    try:
+        _HIDDEN_PARAMETER[target] = takes
+    except TypeError:
+        pass
+    return takes
+
+
+def _check_not_an_argument(fn: Callable, resource_dict: Any) -> None:
+    """submit(fn, resource_dict=...) takes ``resource_dict`` as the task's resources; if ``fn``
+    has a parameter of that name, the user may have meant it for ``fn``: say so instead of
+    dropping it silently (the call would fail later, or run without it)."""
+    if not _takes_resource_dict(fn):
+        return
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    raise TypeError(
+        f"{name}() has a parameter named 'resource_dict', but submit(..., resource_dict=...) is "
+        f"the task's resources for executorlib and is not passed to {name}() (got "
+        f"resource_dict={resource_dict!r}). To pass it to the function, bind it: "
+        f"submit(functools.partial({name}, resource_dict=...)) or submit(lambda: {name}("
+        "resource_dict=...)); resources for such a call then go as submit(partial, "
+        "resource_dict={...}) or into Executor(resource_dict=...)."
+    )
 
 
 def _future_key(future: Future) -> str:
@@ -128,6 +241,8 @@ class Executor(_BaseExecutor):
         plot_dependency_graph: bool = False,
         plot_dependency_graph_filename: Optional[str] = None,
     ):
+        if _interpreter_exiting:
+            raise RuntimeError("cannot start an Executor after interpreter shutdown")
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not known. Valid backends are: {', '.join(map(repr, BACKENDS))}")
         module_name, class_name, submission = BACKENDS[backend]
@@ -168,7 +283,11 @@ class Executor(_BaseExecutor):
         spawner_class = getattr(importlib.import_module(module_name), class_name)
         try:
             self._spawner = spawner_class(**options)
+            # the Executor's defaults are checked now, not at the first submit
+            self._spawner.check_resources(merge_resources(self._default_resources, None))
         except BaseException:
+            if hasattr(self, "_spawner"):
+                self._spawner.close()
             if self._temporary_cache is not None:
                 shutil.rmtree(self._temporary_cache, ignore_errors=True)
             raise
@@ -177,13 +296,13 @@ class Executor(_BaseExecutor):
             remove_cache = functools.partial(shutil.rmtree, self._temporary_cache, True)
         self._scheduler = Scheduler(self._store, self._spawner, refresh_rate=refresh_rate,
                                     on_exit=remove_cache)
-        if self._temporary_cache is not None:
-            # The scheduler thread removes the temporary cache after its last task, also when
-            # the Executor is dropped without shutdown() (its Futures still resolve); the
-            # interpreter's exit waits for unfinished tasks first, as concurrent.futures does.
-            self._cleanup = weakref.finalize(self, self._scheduler.shutdown, False)
-            self._cleanup.atexit = False
-            atexit.register(self._scheduler.shutdown)
+        with _exit_lock:
+            _live_schedulers[self._scheduler] = submission
+        # Dropped without shutdown(): the thread finishes the tasks (their Futures still resolve)
+        # or hands them to the job scheduler, then ends (it also removes a temporary cache after
+        # the last task). At interpreter exit _python_exit does this instead.
+        self._cleanup = weakref.finalize(self, _release, self._scheduler)
+        self._cleanup.atexit = False
 
     @staticmethod
     def _check_arguments(backend, submission, max_workers, max_cores, cache_directory,
@@ -221,8 +340,12 @@ class Executor(_BaseExecutor):
                     "Python process"
                 )
             for name, value in (("max_workers", max_workers), ("max_cores", max_cores)):
-                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                    raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
+                if value is None:
+                    continue
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError(f"{name} must be None or an int greater than 0, got {value!r}")
+                if value < 1:  # the stdlib's wording
+                    raise ValueError(f"{name} must be greater than 0, got {value!r}")
         if not isinstance(refresh_rate, (int, float)) or refresh_rate <= 0:
             raise ValueError(f"refresh_rate must be a positive number of seconds, got {refresh_rate!r}")
 
@@ -235,6 +358,8 @@ class Executor(_BaseExecutor):
         """
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
+        if resource_dict is not None:
+            _check_not_an_argument(fn, resource_dict)
         resources = merge_resources(self._default_resources, resource_dict)
         self._spawner.check_resources(resources)
         parents: dict[str, Future] = {}
@@ -248,31 +373,50 @@ class Executor(_BaseExecutor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            if _interpreter_exiting:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             future: Future = Future()
-            self._counts.track(future)
             fn_name = function_name(fn)
             try:
                 key = compute_key(fn, args, kwargs, name=fn_name, extra=self._key_extra)
             except Exception as error:  # noqa: BLE001 - e.g. an argument that cannot be pickled
+                self._counts.track(future)
                 future._executorlib_key = f"{fn_name}_unpicklable"  # type: ignore[attr-defined]
-                future.set_exception(TypeError(f"cannot pickle the call {fn_name}(...): {error}"))
+                future.set_exception(_pickling_failure(fn_name, error))
                 return future
             future._executorlib_key = key  # type: ignore[attr-defined]
             if self._graph is not None:
+                self._counts.track(future)
                 self._graph.add(key, fn_name, args, kwargs, parents)
                 future.set_result(None)  # plotting only: nothing runs, results are None
                 return future
             if self._store.has_result(key):
+                self._counts.track(future)
                 resolve_from_store(self._store, key, future)
                 return future
             try:
                 pickled = self._store.pickle_call(fn, args, kwargs)
             except Exception as error:  # noqa: BLE001 - a pickling error fails this call only
-                future.set_exception(error)
+                self._counts.track(future)
+                future.set_exception(_pickling_failure(fn_name, error))
                 return future
             # the scheduler thread writes task.h5 (HDF5 + fsync, ~5 ms): submit() returns at once
-            self._scheduler.add(Task(key, fn_name, resources, future, parents, pickled))
+            with _exit_lock:  # not after the exit hook took the list of live schedulers
+                if _interpreter_exiting:
+                    raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+                self._counts.track(future)
+                self._scheduler.add(Task(key, fn_name, resources, future, parents, pickled))
             return future
+
+    def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None,
+            chunksize: int = 1) -> Iterator:
+        """``fn`` over the zipped ``iterables``, results in order (see ``concurrent.futures``);
+        every call is its own task, so ``chunksize`` only has to be valid."""
+        if not isinstance(chunksize, int) or isinstance(chunksize, bool):
+            raise TypeError(f"chunksize must be an int, got {type(chunksize).__name__}")
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        return super().map(fn, *iterables, timeout=timeout)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks. ``wait`` blocks until every Future is done;
@@ -287,10 +431,12 @@ class Executor(_BaseExecutor):
             self._scheduler.shutdown(wait=True, cancel_futures=cancel_futures)
         if self._graph is not None and not already:
             self._graph.draw()
-        if wait and self._temporary_cache is not None:
-            self._cleanup.detach()
-            atexit.unregister(self._scheduler.shutdown)
-            shutil.rmtree(self._temporary_cache, ignore_errors=True)  # done by the thread already
+        self._cleanup.detach()  # shutdown() was called: nothing left to do at collection
+        if wait:
+            with _exit_lock:
+                _live_schedulers.pop(self._scheduler, None)  # its thread has ended
+            if self._temporary_cache is not None:
+                shutil.rmtree(self._temporary_cache, ignore_errors=True)  # done by the thread already
 
     # -- conveniences --------------------------------------------------------------------------------
     @property

@@ -1,8 +1,9 @@
 """The resource dictionary: the one list of valid keys, their defaults, merging and validation.
 
 Every backend reads the same keys, so a script moves from the laptop to the cluster by changing
-``backend`` only. Keys that only a job scheduler understands (``partition``, ``account``, ...) are
-accepted everywhere and ignored by the local backend, as documented in ``docs/resources.md``.
+``backend`` only. No key is silently ignored: a key that a backend cannot act on (``partition``
+on the local backend, ...) is an error at ``submit()`` when it is given a value other than its
+default, naming the backends that honour it (:func:`reject_unhonoured`, used by the spawners).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Callable, Optional
 
-__all__ = ["RESOURCE_KEYS", "ResourceKey", "merge_resources", "validate_resources"]
+__all__ = ["RESOURCE_KEYS", "ResourceKey", "merge_resources", "validate_resources", "reject_unhonoured"]
 
 
 def _positive_int(value: Any) -> bool:
@@ -65,13 +66,13 @@ RESOURCE_KEYS: dict[str, ResourceKey] = {
         ResourceKey("threads_per_core", 1, _positive_int, "an int >= 1",
                     "threads per rank: --cpus-per-task on SLURM, cores per slot on flux, OMP_NUM_THREADS everywhere"),
         ResourceKey("gpus_per_core", 0, _non_negative_int, "an int >= 0",
-                    "GPUs per rank: --gpus-per-task on SLURM, -g on flux; ignored by the local backend"),
+                    "GPUs per rank: --gpus-per-task on SLURM, -g on flux; CUDA_VISIBLE_DEVICES per task on the local backend"),
         ResourceKey("cwd", None, _optional(_string), "None or a directory path",
                     "working directory of the function; default: the task's folder in the cache"),
         ResourceKey("run_time_max", None, _optional(_positive_int), "None or an int >= 1 (seconds)",
                     "wall-time limit in seconds (--time on SLURM, rounded up to whole minutes); the local backend kills the task"),
         ResourceKey("memory_max", None, _optional(_memory), "None, a number of GB, or a SLURM memory string like '500M'",
-                    "memory limit of the job in GB (--mem on SLURM); ignored by the local backend"),
+                    "memory limit of the job in GB (--mem on SLURM); not available on the local backend"),
         ResourceKey("partition", None, _optional(_string), "None or a partition name",
                     "SLURM partition / flux queue; default: the cluster's default partition"),
         ResourceKey("account", None, _optional(_string), "None or an account name", "SLURM --account / flux bank"),
@@ -133,6 +134,35 @@ def merge_resources(default: Optional[dict], override: Optional[dict]) -> dict:
     validate_resources(merged, allow_extra=merged.get("submission_template") is not None)
     merged["slurm_cmd_args"] = list(merged["slurm_cmd_args"])
     return merged
+
+
+def reject_unhonoured(resources: dict, backend: str, honoured: dict[str, Callable[[Any], bool]],
+                      honoured_elsewhere: dict[str, str]) -> None:
+    """Raise ValueError for the first key that ``backend`` cannot act on but that was given.
+
+    ``honoured`` maps the keys the backend acts on to a check of the values it can honour (e.g.
+    ``num_nodes`` 1 on one machine); every other key of :data:`RESOURCE_KEYS` counts as given when
+    its value differs from the default. ``honoured_elsewhere`` says, per key, which backends act
+    on it, for the message. Extra keys (for a ``submission_template``) count as given.
+    """
+    for name, value in resources.items():
+        spec = RESOURCE_KEYS.get(name)
+        check = honoured.get(name)
+        if check is not None:
+            if check(value):
+                continue
+        elif spec is not None and (value == spec.default or (not value and not spec.default)):
+            continue  # not given ([] and () alike)
+        elsewhere = honoured_elsewhere.get(name, "a submission_template that uses it")
+        if spec is None:
+            raise ValueError(
+                f"resource_dict[{name!r}] = {value!r} is a key for a submission_template, which "
+                f"backend={backend!r} does not use (no job script). It is used by {elsewhere}; "
+                "drop it for this backend.")
+        raise ValueError(
+            f"resource_dict[{name!r}] = {value!r} cannot be honoured by backend={backend!r}, which "
+            f"would ignore it. It is honoured by {elsewhere}. Drop the key (or give "
+            f"{spec.default!r}) for backend={backend!r}.")
 
 
 def user_keys(resources: dict) -> dict:

@@ -1,19 +1,183 @@
-"""Run each task as a subprocess on this machine: the local backend."""
+"""Run each task as a subprocess on this machine: the local backend.
+
+What a task prints reaches the caller as with ``ProcessPoolExecutor``: its stdout and stderr are
+pipes that one thread (:class:`OutputPump`) copies to the task's ``job.out`` (for the cache
+tools) and to this process's ``sys.stdout`` / ``sys.stderr``, looked up at every write, so that
+Jupyter's streams (which replace ``sys.stdout``) show it in the cell.
+
+``gpus_per_core`` is honoured: a task gets ``cores * gpus_per_core`` GPUs of its own through
+``CUDA_VISIBLE_DEVICES``, chosen from the GPUs this process sees (its own
+``CUDA_VISIBLE_DEVICES``, else ``nvidia-smi -L``); the keys only a job scheduler can act on are
+an error here (:data:`HONOURED`, :data:`HONOURED_ELSEWHERE`).
+"""
 
 from __future__ import annotations
 
+import codecs
 import os
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from executorlib.errors import SubmissionError
+from executorlib.resources import reject_unhonoured
 from executorlib.spawners.base import JobSpec, JobStatus, Spawner
 
-__all__ = ["LocalSpawner", "find_mpiexec"]
+__all__ = ["LocalSpawner", "OutputPump", "find_mpiexec", "visible_gpus", "check_local_resources"]
+
+#: how long states() waits for the output of an ended process to be copied (a background child
+#: of the task may hold its pipes open for longer)
+DRAIN_TIMEOUT = 2.0
+
+
+def _anything(value: Any) -> bool:
+    return True
+
+
+#: the resource_dict keys the local backends act on, with the values they can honour
+HONOURED: dict[str, Callable[[Any], bool]] = {
+    "cores": _anything, "threads_per_core": _anything, "gpus_per_core": _anything, "cwd": _anything,
+    "run_time_max": _anything, "job_name": _anything, "openmpi_oversubscribe": _anything,
+    "num_nodes": lambda value: value in (None, 1),  # this machine is one node
+}
+#: for the error message: who acts on the keys the local backends cannot honour
+HONOURED_ELSEWHERE = {
+    "memory_max": "backend='slurm_submission' (#SBATCH --mem)",
+    "partition": "backend='slurm_submission' (--partition) and 'flux_submission' (--queue)",
+    "account": "backend='slurm_submission' (--account) and 'flux_submission' (--bank)",
+    "qos": "backend='slurm_submission' (--qos)",
+    "exclusive": "backend='slurm_submission' and 'flux_submission' (--exclusive)",
+    "num_nodes": "backend='slurm_submission' and 'flux_submission' (--nodes); this machine is one node",
+    "slurm_cmd_args": "backend='slurm_submission' (the srun line)",
+    "submission_template": "backend='slurm_submission' and 'flux_submission' (the job script)",
+}
+_NO_GPU_BACKENDS = ("backend='slurm_submission' (--gpus-per-task) and 'flux_submission' (-g) on "
+                    "nodes with GPUs, or backend='local' on a machine with visible GPUs")
+
+
+def check_local_resources(resources: dict, backend: str = "local") -> None:
+    """ValueError for a key the local backends would ignore (see :data:`HONOURED`)."""
+    reject_unhonoured(resources, backend, HONOURED, HONOURED_ELSEWHERE)
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use: its ``CUDA_VISIBLE_DEVICES`` (up to the first invalid
+    entry, as CUDA reads it), else the GPUs ``nvidia-smi -L`` lists, else none."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is not None:
+        ids = []
+        for item in value.split(","):
+            item = item.strip()
+            if not item or item.startswith("-") or item == "NoDevFiles":
+                break
+            ids.append(item)
+        return ids
+    nvidia_smi = shutil.which("nvidia-smi")
+    if nvidia_smi is None:
+        return []
+    try:
+        done = subprocess.run([nvidia_smi, "-L"], capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []
+    return [str(i) for i, line in enumerate(l for l in done.stdout.splitlines() if l.startswith("GPU "))]
+
+
+def gpus_needed(resources: dict) -> int:
+    return resources.get("gpus_per_core", 0) * resources["cores"]
+
+
+def no_gpus_error(resources: dict, available: list[str], what: str = "a task") -> ValueError:
+    seen = os.environ.get("CUDA_VISIBLE_DEVICES")
+    source = (f"CUDA_VISIBLE_DEVICES={seen!r}" if seen is not None else "nvidia-smi -L")
+    return ValueError(
+        f"resource_dict['gpus_per_core'] = {resources['gpus_per_core']} with cores = "
+        f"{resources['cores']} asks for {gpus_needed(resources)} GPU(s) for {what}, but this machine "
+        f"shows {len(available)} GPU(s) to the local backend ({source}). GPUs are honoured by "
+        f"{_NO_GPU_BACKENDS}; set gpus_per_core to 0 here."
+    )
+
+
+class OutputPump:
+    """One thread copying the stdout/stderr pipes of running processes to their log file and to
+    this process's ``sys.stdout`` / ``sys.stderr``. It starts with the first pipe and ends when
+    the last one is closed, so an idle or dropped Executor holds no thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._selector = selectors.DefaultSelector()
+        self._count = 0
+        self._thread: Optional[threading.Thread] = None
+
+    def add(self, stdout: Any, stderr: Any, log: Any, done: threading.Event) -> None:
+        """Copy the pipes ``stdout`` and ``stderr`` until they end; then close ``log`` (a binary
+        file or None) and set ``done``."""
+        state = {"open": 2, "log": log, "done": done}
+        with self._lock:
+            for pipe, name in ((stdout, "stdout"), (stderr, "stderr")):
+                os.set_blocking(pipe.fileno(), False)
+                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                self._selector.register(pipe, selectors.EVENT_READ, (name, decoder, state))
+            self._count += 2
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="executorlib-output", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._count == 0:
+                    self._thread = None
+                    return
+            for key, _ in self._selector.select(timeout=0.1):
+                self._copy(key.fileobj, *key.data)
+
+    def _copy(self, pipe: Any, name: str, decoder: Any, state: dict) -> None:
+        try:
+            data = os.read(pipe.fileno(), 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            if state["log"] is not None:
+                try:
+                    state["log"].write(data)
+                except (OSError, ValueError):
+                    pass
+            _write_text(name, decoder.decode(data))
+            return
+        _write_text(name, decoder.decode(b"", final=True))
+        with self._lock:
+            self._selector.unregister(pipe)
+            self._count -= 1
+        pipe.close()
+        state["open"] -= 1
+        if state["open"] == 0:
+            if state["log"] is not None:
+                state["log"].close()
+            state["done"].set()
+
+
+def _write_text(name: str, text: str) -> None:
+    """Write to the caller's current sys.stdout / sys.stderr (None under pythonw: dropped)."""
+    if not text:
+        return
+    stream = getattr(sys, name, None)
+    if stream is None:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except Exception:  # noqa: BLE001 - a closed or odd stream must not stop the copying
+        pass
 
 
 def find_mpiexec() -> Optional[str]:
@@ -41,10 +205,12 @@ def _signal_name(number: int) -> str:
 
 
 class _Process:
-    __slots__ = ("popen", "cores", "deadline", "state", "log")
+    __slots__ = ("popen", "cores", "deadline", "state", "drained", "gpus")
 
-    def __init__(self, popen: subprocess.Popen, cores: int, deadline: Optional[float], log):
-        self.popen, self.cores, self.deadline, self.log = popen, cores, deadline, log
+    def __init__(self, popen: subprocess.Popen, cores: int, deadline: Optional[float],
+                 drained: threading.Event, gpus: list[str]):
+        self.popen, self.cores, self.deadline, self.drained = popen, cores, deadline, drained
+        self.gpus = gpus
         self.state: Optional[str] = None
 
 
@@ -63,9 +229,24 @@ class LocalSpawner(Spawner):
         self.max_cores = max_cores
         self._processes: dict[str, _Process] = {}
         self._finished: dict[str, str] = {}
+        self._names: dict[str, str] = {}  # job id -> job_name, for describe()
+        self._gpus: Optional[list[str]] = None  # visible_gpus(), asked once when a task wants GPUs
+        self._pump = OutputPump()
+
+    def _visible_gpus(self) -> list[str]:
+        if self._gpus is None:
+            self._gpus = visible_gpus()
+        return self._gpus
+
+    def _free_gpus(self) -> list[str]:
+        used = {gpu for p in self._running() for gpu in p.gpus}
+        return [gpu for gpu in self._visible_gpus() if gpu not in used]
 
     # -- capacity ----------------------------------------------------------------------------------
     def check_resources(self, resources: dict) -> None:
+        check_local_resources(resources)
+        if gpus_needed(resources) > 0 and gpus_needed(resources) > len(self._visible_gpus()):
+            raise no_gpus_error(resources, self._visible_gpus())
         cores = resources["cores"]
         if self.max_cores is not None and cores > self.max_cores:
             raise ValueError(
@@ -84,9 +265,9 @@ class LocalSpawner(Spawner):
         running = self._running()
         if self.max_workers is not None and len(running) >= self.max_workers:
             return False
-        if self.max_cores is not None:
-            return sum(p.cores for p in running) + resources["cores"] <= self.max_cores
-        return True
+        if self.max_cores is not None and sum(p.cores for p in running) + resources["cores"] > self.max_cores:
+            return False
+        return gpus_needed(resources) == 0 or gpus_needed(resources) <= len(self._free_gpus())
 
     # -- jobs --------------------------------------------------------------------------------------
     def submit(self, job: JobSpec, dependencies: list[str]) -> str:
@@ -100,19 +281,28 @@ class LocalSpawner(Spawner):
             command = launcher + command
         env = dict(os.environ)
         env["OMP_NUM_THREADS"] = str(resources["threads_per_core"])
-        log = open(job.log_path or os.devnull, "ab")
+        env.setdefault("PYTHONUNBUFFERED", "1")  # prints reach the caller when they happen
+        gpus = self._free_gpus()[:gpus_needed(resources)]
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        log = open(job.log_path, "ab", buffering=0) if job.log_path else None
         try:
             popen = subprocess.Popen(
                 command, cwd=str(job.task_dir), env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             )
         except OSError as err:
-            log.close()
+            if log is not None:
+                log.close()
             raise SubmissionError(f"cannot start {command[0]}: {err}") from None
+        drained = threading.Event()
+        self._pump.add(popen.stdout, popen.stderr, log, drained)
         run_time_max = resources.get("run_time_max")
         deadline = time.monotonic() + run_time_max if run_time_max else None
         job_id = str(popen.pid)
-        self._processes[job_id] = _Process(popen, cores, deadline, log)
+        self._processes[job_id] = _Process(popen, cores, deadline, drained, gpus)
+        if resources.get("job_name"):
+            self._names[job_id] = resources["job_name"]
         return job_id
 
     def states(self, job_ids: list[str]) -> dict[str, JobStatus]:
@@ -134,7 +324,7 @@ class LocalSpawner(Spawner):
             if process.state is None:
                 result[job_id] = JobStatus("RUNNING", active=True, running=True)
             else:
-                process.log.close()
+                process.drained.wait(DRAIN_TIMEOUT)  # job.out is complete before anyone reads it
                 self._finished[job_id] = process.state
                 del self._processes[job_id]
         return result
@@ -170,11 +360,13 @@ class LocalSpawner(Spawner):
                 _kill_foreign(job_id)  # a task started by another Executor or process
 
     def close(self) -> None:
+        deadline = time.monotonic() + DRAIN_TIMEOUT  # the last output still reaches the caller
         for process in self._processes.values():
-            process.log.close()
+            process.drained.wait(max(0.0, deadline - time.monotonic()))
 
     def describe(self, job_id: str) -> str:
-        return f"local process {job_id}"
+        name = self._names.get(job_id)
+        return f"local process {job_id}" + (f" (job_name {name!r})" if name else "")
 
 
 def _pid_alive(job_id: str) -> bool:
