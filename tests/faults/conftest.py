@@ -31,7 +31,11 @@ Fixtures and helpers (import helpers with ``from tests.faults.conftest import fl
     Cuts ``path`` to ``size`` bytes (negative: that many bytes off the end).
 
 ``runs`` (fixture): a file path that submitted functions append one line per execution to;
-``count_runs(path) -> int`` reads it (0 when missing), for "exactly one execution per call".
+``count_runs(path) -> int`` reads it (0 when missing), for "exactly one execution per call";
+``tests.faults.funcs`` has functions that record their executions.
+
+SLURM: ``slurm_cache`` and the skip of ``@pytest.mark.slurm`` tests without a cluster come from
+tests/slurm/conftest.py (imported here), so fault tests on the real cluster use them as is.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from typing import Callable, Iterator, Optional
 import pytest
 
 from tests.faults.kill_at import KILL_AT, KILL_MARK, parse_step
+from tests.slurm.conftest import _slurm_available, slurm_cache  # noqa: F401 - fixtures for slurm-marked tests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
