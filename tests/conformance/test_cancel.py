@@ -4,6 +4,7 @@ cancelled Future leaves an identical one alone; on SLURM the queued job is scanc
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import CancelledError
 
 import pytest
@@ -64,6 +65,8 @@ def test_cancelling_one_of_two_identical_calls_leaves_the_other(flavour):
     path = str(flavour.tmp_path / "shared")
     first = exe.submit(funcs.touch, path, "value")
     second = exe.submit(funcs.touch, path, "value")
+    time.sleep(0.5)  # the scheduler has taken both calls (task written, queued for the worker)
+    assert not first.running()
     assert first.cancel() is True
     release(gate)
     assert second.result(timeout=flavour.timeout) == "value"
