@@ -32,7 +32,8 @@ from typing import Callable, Optional
 
 from executorlib.errors import SubmissionError
 from executorlib.spawners.base import JobSpec, JobStatus, Spawner
-from executorlib.spawners.local import _kill_foreign, _pid_alive, exit_state, find_mpiexec
+from executorlib.spawners.local import (_kill_foreign, _pid_alive, check_local_resources, exit_state,
+                                        find_mpiexec, gpus_needed, no_gpus_error, visible_gpus)
 
 __all__ = ["WorkerPoolSpawner", "FIXED_RESOURCES"]
 
@@ -41,6 +42,7 @@ FIXED_RESOURCES = {
     "cores": "number of MPI ranks",
     "threads_per_core": "OMP_NUM_THREADS",
     "openmpi_oversubscribe": "mpiexec options",
+    "gpus_per_core": "GPUs (CUDA_VISIBLE_DEVICES)",
 }
 #: how long close() lets idle workers end on their own before killing them
 CLOSE_TIMEOUT = 10.0
@@ -49,10 +51,11 @@ CLOSE_TIMEOUT = 10.0
 class _Worker:
     """One persistent worker process and the task it runs."""
 
-    __slots__ = ("popen", "pid", "task_dir", "deadline", "outcome", "buffer", "busy", "eof")
+    __slots__ = ("popen", "pid", "task_dir", "deadline", "outcome", "buffer", "busy", "eof", "gpus")
 
-    def __init__(self, popen: subprocess.Popen):
+    def __init__(self, popen: subprocess.Popen, gpus: list[str]):
         self.popen = popen
+        self.gpus = gpus  # the GPU ids in its CUDA_VISIBLE_DEVICES (none when it asked for none)
         self.pid = str(popen.pid)
         self.task_dir: Optional[Path] = None
         self.deadline: Optional[float] = None
@@ -108,6 +111,7 @@ class WorkerPoolSpawner(Spawner):
         from executorlib.resources import merge_resources
 
         self.resources = merge_resources(resources, None)
+        check_local_resources(self.resources)
         cores = self.resources["cores"]
         if max_cores is not None and cores > max_cores:
             raise ValueError(
@@ -125,10 +129,21 @@ class WorkerPoolSpawner(Spawner):
                     f"resource_dict['cores'] = {cores} with block_allocation=True needs mpi4py in the "
                     "workers: pip install 'executorlib[mpi]'"
                 )
+        gpus = gpus_needed(self.resources)
+        self._gpus = visible_gpus() if gpus else []
+        if gpus > len(self._gpus):
+            raise no_gpus_error(self.resources, self._gpus, "each worker")
         if max_workers is None:
             max_workers = max(1, (max_cores or os.cpu_count() or 1) // cores)
+            if gpus:
+                max_workers = min(max_workers, len(self._gpus) // gpus)
         elif max_cores is not None:
             max_workers = min(max_workers, max_cores // cores)
+        if gpus and max_workers * gpus > len(self._gpus):
+            raise ValueError(
+                f"max_workers = {max_workers} workers with {gpus} GPU(s) each (gpus_per_core * cores) "
+                f"need {max_workers * gpus} GPUs, but this machine shows {len(self._gpus)} to the local "
+                f"backend ({', '.join(self._gpus)}): use max_workers <= {len(self._gpus) // gpus}")
         self.max_workers = max_workers
         self.directory = Path(cache_directory or os.getcwd())
         # the workers start (and run init_function) in the client's working directory, so that
@@ -178,6 +193,10 @@ class WorkerPoolSpawner(Spawner):
     def _start_worker(self) -> _Worker:
         env = dict(os.environ)
         env["OMP_NUM_THREADS"] = str(self.resources["threads_per_core"])
+        used = {gpu for w in self._workers if w.alive() for gpu in w.gpus}  # a dead one frees its GPUs
+        gpus = [gpu for gpu in self._gpus if gpu not in used][:gpus_needed(self.resources)]
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         command = self._command()
         try:
             popen = subprocess.Popen(
@@ -186,7 +205,7 @@ class WorkerPoolSpawner(Spawner):
             )
         except OSError as err:
             raise SubmissionError(f"cannot start the worker {command[0]}: {err}") from None
-        worker = _Worker(popen)
+        worker = _Worker(popen, gpus)
         self._workers.append(worker)
         return worker
 
@@ -229,6 +248,7 @@ class WorkerPoolSpawner(Spawner):
 
     # -- capacity ----------------------------------------------------------------------------------
     def check_resources(self, resources: dict) -> None:
+        check_local_resources(resources)
         for key, what in FIXED_RESOURCES.items():
             if key == "openmpi_oversubscribe" and self.resources["cores"] == 1:
                 continue  # serial workers start without mpiexec

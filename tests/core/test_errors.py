@@ -107,3 +107,39 @@ def test_a_function_the_worker_cannot_import_reports_the_import_error(tmp_path, 
                 future.result()
     finally:
         sys.modules.pop("client_only_module", None)
+
+
+def call_sys_exit(code):
+    sys.exit(code)
+
+
+class _RefusesPickling:
+    def __reduce__(self):
+        import pickle
+
+        raise pickle.PicklingError("this object refuses to be pickled")
+
+
+@pytest.mark.parametrize("code", [3, 0, None, "bye"])
+def test_a_task_calling_sys_exit_raises_task_exit_error_with_its_code_not_system_exit(code):
+    from executorlib.errors import ExecutorlibError, TaskExitError
+
+    with Executor(backend="local") as exe:
+        future = exe.submit(call_sys_exit, code)
+        with pytest.raises(TaskExitError) as info:  # a SystemExit here would end pytest's run
+            future.result(timeout=60)
+        assert exe.submit(funcs.add_funct, 1, 2).result(timeout=60) == 3
+    assert isinstance(info.value, ExecutorlibError) and not isinstance(info.value, SystemExit)
+    assert info.value.code == code
+    assert f"sys.exit({code!r})" in str(info.value)
+
+
+def test_a_pickling_error_stays_a_pickling_error_naming_the_call():
+    import pickle
+
+    with Executor(backend="local") as exe:
+        future = exe.submit(funcs.echo, _RefusesPickling())
+        with pytest.raises(pickle.PicklingError) as info:
+            future.result(timeout=60)
+    assert "this object refuses to be pickled" in str(info.value)
+    assert "echo" in str(info.value)

@@ -141,3 +141,46 @@ def test_local_backend_checks_its_limits(kwargs):
     (name, _), = kwargs.items()
     with pytest.raises(ValueError, match=name):
         Executor(backend="local", **kwargs)
+
+
+def test_max_workers_zero_has_the_stdlib_wording():
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        Executor(backend="local", max_workers=0)
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        cf.ThreadPoolExecutor(max_workers=0)  # the same words as the stdlib
+
+
+@pytest.mark.parametrize("chunksize", [0, -1])
+def test_map_with_a_chunksize_below_one_raises_value_error(chunksize):
+    with Executor(backend="local") as exe:
+        with pytest.raises(ValueError, match="chunksize must be >= 1"):
+            exe.map(funcs.add_funct, [1], [2], chunksize=chunksize)
+        assert list(exe.map(funcs.add_funct, [1, 2], [2, 3], chunksize=5)) == [3, 5]
+
+
+def takes_resource_dict(x, resource_dict=None):
+    return x, resource_dict
+
+
+def test_a_resource_dict_meant_for_the_function_is_an_error_at_submit_saying_how_to_pass_it():
+    import functools
+
+    with Executor(backend="local") as exe:
+        with pytest.raises(TypeError) as info:
+            exe.submit(takes_resource_dict, 1, resource_dict={"cores": 1})
+        message = str(info.value)
+        assert "takes_resource_dict" in message and "'resource_dict'" in message
+        assert "functools.partial" in message
+        # bound with partial, it reaches the function; the submit's resource_dict is the task's
+        bound = functools.partial(takes_resource_dict, resource_dict={"mine": 1})
+        assert exe.submit(bound, 2, resource_dict={"cores": 1}).result(timeout=60) == (2, {"mine": 1})
+        assert exe.submit(takes_resource_dict, 3).result(timeout=60) == (3, None)
+        method = exe.submit(_HasResourceParameter().run, 4)  # no resource_dict given: no error
+        assert method.result(timeout=60) == 4
+        with pytest.raises(TypeError, match="'resource_dict'"):
+            exe.submit(_HasResourceParameter().run, 5, resource_dict={})
+
+
+class _HasResourceParameter:
+    def run(self, x, *, resource_dict=None):
+        return x
