@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 - see _python_exit
 import functools
 import importlib
 import inspect
@@ -35,6 +36,9 @@ BACKENDS: dict[str, tuple[str, str, bool]] = {
 # atexit handlers and before finalization): the local backends finish their unfinished tasks, the
 # submission backends hand every task to the job scheduler and stop their thread, leaving the jobs
 # running (a later process reattaches to the cache). No scheduler thread touches h5py afterwards.
+# concurrent.futures.thread is imported above so that a lazy import during the hand-over (pysqa
+# imports pandas, which imports ThreadPoolExecutor, which registers its own hook) does not fail
+# with "can't register atexit after shutdown".
 _exit_lock = threading.Lock()
 _interpreter_exiting = False
 #: the schedulers that may still run -> True when their jobs outlive this process (submission)
