@@ -117,7 +117,9 @@ def _plain(value: Any) -> Any:
 
 
 def _attrs_checksum(attrs: Any) -> int:
-    plain = {str(k): _plain(v) for k, v in attrs.items() if not str(k).startswith(_CHECKSUM)}
+    """crc32 of every attribute but itself (the datasets' checksums included: they also say
+    which datasets the file holds)."""
+    plain = {str(k): _plain(v) for k, v in attrs.items() if str(k) != _ATTRS_CHECKSUM}
     return zlib.crc32(json.dumps(plain, sort_keys=True, default=repr).encode())
 
 
@@ -158,9 +160,9 @@ def _write_h5(path: Path, datasets: dict[str, bytes], attrs: dict[str, Any], exc
                 f.create_dataset(name, data=_to_dataset(data))
             for name, value in attrs.items():
                 f.attrs[name] = value
-            f.attrs[_ATTRS_CHECKSUM] = _attrs_checksum(f.attrs)
             for name, data in datasets.items():
                 f.attrs[f"{_CHECKSUM}{name}"] = zlib.crc32(data)
+            f.attrs[_ATTRS_CHECKSUM] = _attrs_checksum(f.attrs)  # as read back: what readers see
 
     return write_atomic(path, fill, exclusive=exclusive)
 
@@ -268,8 +270,8 @@ class TaskStore:
                     "format_version": int(f.attrs["format_version"]),
                     "client_cwd": str(f.attrs.get("client_cwd", "")),
                 }
-            except KeyError as err:
-                raise self._corrupted(path, f"missing {err}") from None
+            except (KeyError, ValueError, TypeError) as err:
+                raise self._corrupted(path, f"attributes: {err!r}") from None
 
     def has_task(self, key: str) -> bool:
         return self.path(key, TASK_FILE).exists()
@@ -426,12 +428,9 @@ class TaskStore:
                 self.index.remember(key, stamp, data)
             return Outcome(True, value=value)
         with self._open(path) as f:
-            try:
-                if "output" in f:
-                    return Outcome(True, value=self._unpickle(path, f, "output"))
-                error = self._unpickle(path, f, "error")
-            except KeyError as err:
-                raise self._corrupted(path, f"missing {err}") from None
+            if self._holds_output(path, f):
+                return Outcome(True, value=self._unpickle(path, f, "output"))
+            error = self._unpickle(path, f, "error")
             return Outcome(False, error=error, traceback=str(f.attrs.get("traceback", "")))
 
     def flush_index(self, quiet: Optional[float] = None) -> None:
@@ -452,7 +451,7 @@ class TaskStore:
         with self._open(path) as f:
             attrs = dict(f.attrs)
             return {
-                "ok": "output" in f,
+                "ok": self._holds_output(path, f),
                 "runtime": float(attrs.get("runtime", 0.0)),
                 "finished": float(attrs.get("finished", 0.0)),
                 "error_type": str(attrs.get("error_type", "")),
@@ -476,11 +475,17 @@ class TaskStore:
             f.close()
             raise self._corrupted(path, "no format version") from None
         if version not in _READABLE_VERSIONS:
+            try:
+                has_version = "format_version" in f.attrs
+            except Exception:  # noqa: BLE001
+                has_version = False
             f.close()
+            if not has_version:
+                raise self._corrupted(path, "it has no format version")
             raise CacheCorruptedError(
                 f"cache file {path} has format version {version}, this executorlib reads versions "
-                f"{', '.join(map(str, _READABLE_VERSIONS))}. Delete the task folder {path.parent} "
-                f"to recompute it."
+                f"{', '.join(map(str, _READABLE_VERSIONS))} (a newer executorlib wrote it, or it "
+                f"is damaged). {self._remedy(path)}"
             )
         try:
             expected = f.attrs.get(_ATTRS_CHECKSUM)
@@ -495,6 +500,15 @@ class TaskStore:
             f.close()
             raise self._corrupted(path, f"attributes: {err}") from None
         return f
+
+    def _holds_output(self, path: Path, f: h5py.File) -> bool:
+        """Whether result.h5 holds a value (else an error): its checked attributes say so."""
+        try:
+            if f"{_CHECKSUM}output" in f.attrs or f"{_CHECKSUM}error" in f.attrs:
+                return f"{_CHECKSUM}output" in f.attrs
+            return "output" in f  # a version 1 file
+        except Exception as err:  # noqa: BLE001 - h5py on damaged metadata
+            raise self._corrupted(path, f"its table of datasets: {err}") from None
 
     def _unpickle(self, path: Path, f: h5py.File, name: str) -> Any:
         """Load dataset ``name`` after checking its crc32; a missing or damaged dataset is a
@@ -523,18 +537,22 @@ class TaskStore:
     def _damaged(path: Path, what: str) -> CacheCorruptedError:
         return CacheCorruptedError(
             f"cache file {path} is damaged: the checksum of {what} does not match the bytes on "
-            f"disk (changed after it was written: a disk, file system or copy error). Delete the "
-            f"task folder {path.parent} (or run 'python -m executorlib clean --key "
-            f"{path.parent.name} {path.parent.parent}') and submit again to recompute it."
+            f"disk (changed after it was written: a disk, file system or copy error). "
+            f"{TaskStore._remedy(path)}"
         )
 
     @staticmethod
     def _corrupted(path: Path, detail: str) -> CacheCorruptedError:
         return CacheCorruptedError(
-            f"cache file {path} is unreadable ({detail}); it was probably cut short by a crash or "
-            f"a full disk. Delete the task folder {path.parent} (or run 'python -m executorlib "
-            f"clean --key {path.parent.name} {path.parent.parent}') and submit again to recompute it."
+            f"cache file {path} is unreadable ({detail}): it was damaged after it was written (a "
+            f"disk, file system or copy error), or not written by executorlib. "
+            f"{TaskStore._remedy(path)}"
         )
+
+    @staticmethod
+    def _remedy(path: Path) -> str:
+        return (f"Delete the task folder {path.parent} (or run 'python -m executorlib clean --key "
+                f"{path.parent.name} {path.parent.parent}') and submit again to recompute it.")
 
 
 def _loads(data: Any, path: Path, what: str) -> Any:
@@ -556,7 +574,12 @@ def _check_path_length(directory: Path) -> None:
     below ``directory`` would have names longer than the file system allows."""
     encoded = os.fsencode(directory)
     existing = directory
-    while not existing.exists() and existing != existing.parent:
+    while existing != existing.parent:  # the limits are those of the file system already there
+        try:
+            if existing.exists():
+                break
+        except OSError:  # e.g. ENAMETOOLONG itself
+            pass
         existing = existing.parent
     try:
         name_max = os.pathconf(existing, "PC_NAME_MAX")
