@@ -193,6 +193,12 @@ def _future_key(future: Future) -> str:
 class Executor(_BaseExecutor):
     """Run Python functions locally or as jobs of an HPC scheduler, with the Future API.
 
+    As with ``concurrent.futures``, the end of the interpreter without ``shutdown()`` waits for the
+    local backend's unfinished tasks; the submission backends hand every submitted call to the job
+    scheduler first and leave the jobs running (a later process reattaches through the cache). An
+    Executor dropped without ``shutdown()`` does the same and then ends its thread. On the local
+    backend what a task prints goes to this process's ``sys.stdout``/``sys.stderr`` (and job.out).
+
     Args:
         max_workers: local backend only: at most this many tasks run at once (default: CPU count).
         backend: ``"local"``, ``"slurm_submission"`` or ``"flux_submission"``.
@@ -359,6 +365,9 @@ class Executor(_BaseExecutor):
 
         Future arguments (also inside lists, tuples, sets and dicts) become dependencies. A call
         whose result is already in the cache resolves at once without running again.
+        ``resource_dict`` is the task's resources, never an argument of ``fn``: a function with a
+        parameter of that name gets it through ``functools.partial`` (else TypeError). A call that
+        cannot be pickled fails its Future with the pickling error's own type.
         """
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
