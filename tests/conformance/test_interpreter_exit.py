@@ -70,21 +70,21 @@ def test_exit_without_shutdown_submits_every_job_and_leaves_them(flavour):
         first = exe.submit(funcs.sleep_return, 1.0, 1)
         second = exe.submit(funcs.add, first, 10)
         third = exe.submit(funcs.add, second, 100)
-        others = [exe.submit(funcs.sleep_return, 0.5, i) for i in (2, 3)]
+        other = exe.submit(funcs.sleep_return, 0.5, 2)
     """)
     assert time.monotonic() - start < 60
     ids = job_ids_in(flavour.cache)
-    assert len(ids) == 5 and ids <= jobs_under(flavour.tmp_path), \
-        f"5 jobs expected in the cache's job records, got {sorted(ids)}"
+    assert len(ids) == 4 and ids <= jobs_under(flavour.tmp_path), \
+        f"4 jobs expected in the cache's job records, got {sorted(ids)}"
     # the jobs were left running: a later Executor reattaches and gets every result
     from tests.conformance import funcs
 
     with flavour.executor() as later:
         first = later.submit(funcs.sleep_return, 1.0, 1)
         third = later.submit(funcs.add, later.submit(funcs.add, first, 10), 100)
-        others = [later.submit(funcs.sleep_return, 0.5, i) for i in (2, 3)]
+        other = later.submit(funcs.sleep_return, 0.5, 2)
         assert third.result(timeout=flavour.timeout) == 111
-        assert [f.result(timeout=flavour.timeout) for f in others] == [2, 3]
+        assert other.result(timeout=flavour.timeout) == 2
     assert job_ids_in(flavour.cache) == ids, "the later Executor resubmitted instead of attaching"
 
 

@@ -15,10 +15,11 @@ from tests.conformance.conftest import ALL, SLURM, flavours, release, wait_until
 @flavours(*ALL)
 def test_shutdown_wait_true_waits_for_every_future(flavour):
     exe = flavour.executor(max_workers=2)
-    futures = [exe.submit(funcs.sleep_return, 0.5, "a"), exe.submit(funcs.sleep_return, 0.3, "b")]
+    values = ["a"] if flavour.submission else ["a", "b"]  # SLURM: one job (the cluster is shared)
+    futures = [exe.submit(funcs.sleep_return, 0.5, value) for value in values]
     exe.shutdown(wait=True)
-    assert [f.done() for f in futures] == [True, True]
-    assert [f.result(timeout=0) for f in futures] == ["a", "b"]
+    assert [f.done() for f in futures] == [True] * len(values)
+    assert [f.result(timeout=0) for f in futures] == values
 
 
 def test_shutdown_wait_false_returns_and_the_tasks_still_finish(flavour):
@@ -90,13 +91,13 @@ def test_shutdown_cancel_futures_scancels_queued_jobs_and_keeps_running_ones(fla
     started, gate = flavour.gate("started"), flavour.gate("release")
     exe = flavour.executor()
     parent = exe.submit(funcs.touch_and_wait, started, gate, 1)
-    children = [exe.submit(funcs.add, parent, i) for i in range(2)]
-    grandchild = exe.submit(funcs.add, children[0], children[1])
+    children = [exe.submit(funcs.add, parent, 1)]
+    grandchild = exe.submit(funcs.add, children[0], parent)
     parent_job = wait_job_id(flavour.cache, parent)
     wait_until(lambda: __import__("os").path.exists(started), flavour.timeout, "the parent job to start")
     exe.shutdown(wait=False, cancel_futures=True)
     queued = children + [grandchild]
-    assert [f.cancelled() for f in queued] == [True, True, True], \
+    assert [f.cancelled() for f in queued] == [True, True], \
         [f.exception(timeout=0) if f.done() and not f.cancelled() else f for f in queued]
     ids = [str(r["job_id"]) for r in (job_record(flavour.cache, f) for f in queued) if r and r.get("job_id")]
     wait_until(lambda: not any(active(s) for s, _ in squeue_states(ids).values()), 30.0,
