@@ -151,3 +151,55 @@ def test_a_world_writable_cache_directory_warns(tmp_path):
     os.chmod(directory, 0o777)
     with pytest.warns(UserWarning, match="writable by other users"):
         TaskStore(directory)
+
+
+# -- leftovers of killed writers ------------------------------------------------------------------------
+def _temporary(folder: Path, name: str, host: str, pid: int, age: float = 0.0) -> Path:
+    path = folder / f".{name}.{host}.{pid}.abcdef12.tmp"
+    path.write_bytes(b"partial")
+    if age:
+        stamp = path.stat().st_mtime - age
+        os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_stale_temporaries_of_dead_writers_go_live_writers_stay(store, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    store.write_task("k", "echo", store.pickle_call(funcs.echo, (1,), {}), {}, [])
+    folder, host = store.task_dir("k"), socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        gone = {_temporary(folder, "result.h5", host, dead.pid),  # killed writer on this host
+                _temporary(folder, "job.json", "otherhost", 99, age=2 * 3600)}  # abandoned elsewhere
+        kept = {_temporary(folder, "result.h5", host, alive.pid),  # a live writer right now
+                _temporary(folder, "result.pkl", host, os.getpid()),  # this process's own
+                _temporary(folder, "job.json", "otherhost", 98)}  # another host's, recent: may be live
+        assert set(store.remove_stale_temporaries("k")) == gone
+        assert {p for p in folder.iterdir() if p.name.endswith(".tmp")} == kept
+        again = _temporary(folder, "result.h5", host, dead.pid)
+        store.write_result("k", 1, runtime=0.0)  # the next write to the folder cleans up too
+        assert not again.exists() and all(p.exists() for p in kept)
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+# -- setup errors -------------------------------------------------------------------------------------
+def test_setup_error_record_is_read_cleared_and_never_a_result(store):
+    store.write_task("k", "echo", store.pickle_call(funcs.echo, (1,), {}), {}, [])
+    assert store.read_setup_error("k") is None
+    store.write_setup_error("k", {"message": "fix PYTHONPATH", "error_type": "builtins.ModuleNotFoundError"})
+    record = store.read_setup_error("k")
+    assert record["message"] == "fix PYTHONPATH" and record["pid"] == os.getpid()
+    assert store.read_setup_error("k", since=record["time"] + 1) is None  # an earlier attempt's
+    assert not store.has_result("k")
+    store.path("k", "setup_error.json").write_text("{junk")
+    assert store.read_setup_error("k") is None
+    store.write_setup_error("k", {"message": "again"})
+    store.write_result("k", 5, runtime=0.0)  # a result supersedes it
+    assert store.read_setup_error("k") is None and store.read_result("k").value == 5
