@@ -97,6 +97,21 @@ def _enter_cwd(key: str, cwd: str) -> None:
             f"again.", error) from error
 
 
+def _print_traceback(store: TaskStore, key: str, tb: str) -> None:
+    """The traceback of a failed call, for job.out. When the spawner streams the job's output to
+    the caller (EXECUTORLIB_STREAMED_OUTPUT=1), it goes to job.out only: the caller gets it as a
+    note on the exception already, and would see it twice."""
+    if os.environ.get("EXECUTORLIB_STREAMED_OUTPUT") == "1":
+        sys.stderr.flush()
+        try:
+            with open(store.log_path(key), "a") as log:
+                log.write(tb if tb.endswith("\n") else tb + "\n")
+            return
+        except OSError:
+            pass
+    print(tb, file=sys.stderr)
+
+
 def _report_setup_failure(store: TaskStore, key: str, failure: _SetupFailed, tb: str) -> None:
     """Say why the call did not run: in the job's output and in setup_error.json (not a result)."""
     print(tb, file=sys.stderr)
@@ -162,13 +177,16 @@ def serve(argv: list[str], use_mpi: bool = False) -> int:
 
     Every rank runs each task under ``--mpi``; rank 0 reads the task folders and answers.
     """
-    usage = "usage: python -m executorlib.worker --serve [--mpi] [--init INIT_FILE]"
-    init_file = None
-    if argv[:1] == ["--init"] and len(argv) == 2:
-        init_file = argv[1]
-    elif argv:
+    usage = "usage: python -m executorlib.worker --serve [--mpi] [--init INIT_FILE] [--stream TOKEN]"
+    options: dict[str, str] = {}
+    rest = list(argv)
+    while len(rest) >= 2 and rest[0] in ("--init", "--stream") and rest[0] not in options:
+        options[rest[0]] = rest[1]
+        rest = rest[2:]
+    if rest:
         print(usage, file=sys.stderr)
         return 2
+    init_file, token = options.get("--init"), options.get("--stream")
     comm = None
     if use_mpi:
         from mpi4py import MPI
@@ -176,13 +194,16 @@ def serve(argv: list[str], use_mpi: bool = False) -> int:
         comm = MPI.COMM_WORLD
     rank = comm.Get_rank() if comm is not None else 0
     # stdin and stdout carry the protocol; what the init function and the tasks print must not
-    # reach it: fd 1 goes to stderr between tasks and to the task's job.out during a task
+    # reach it: fd 1 goes to stderr between tasks and to the task's job.out during a task.
+    # With --stream TOKEN, fds 1 and 2 stay the spawner's pipes (it shows the output to the
+    # caller and writes job.out); an answer is one write of a line that starts with TOKEN.
     requests = os.fdopen(os.dup(0), "r") if rank == 0 else None
-    answers = os.fdopen(os.dup(1), "w") if rank == 0 else None
+    answers = os.fdopen(os.dup(1), "w") if rank == 0 and token is None else None
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    os.dup2(2, 1)
+    if token is None:
+        os.dup2(2, 1)
     home = os.getcwd()
     init_values, init_error = _load_init(init_file) if init_file else (None, None)
     control = comm.Dup() if comm is not None else None  # keeps our messages apart from the user's
@@ -196,13 +217,15 @@ def serve(argv: list[str], use_mpi: bool = False) -> int:
             folder = _wait_for_message(control)
         if folder is None:
             return 0
-        code = _serve_one(folder, comm, init_values, init_error, home)
-        if answers is not None:
-            try:
+        code = _serve_one(folder, comm, init_values, init_error, home, streamed=token is not None)
+        try:
+            if answers is not None:
                 answers.write(f"done {folder} {code}\n")
                 answers.flush()
-            except BrokenPipeError:  # the Executor is gone
-                return 0
+            elif token is not None and rank == 0:
+                os.write(1, f"{token} done {folder} {code}\n".encode())
+        except BrokenPipeError:  # the Executor is gone
+            return 0
 
 
 def _wait_for_message(control: Any) -> Optional[str]:
@@ -218,10 +241,26 @@ def _wait_for_message(control: Any) -> Optional[str]:
 
 
 def _serve_one(folder: str, comm: Any, init_values: Optional[dict],
-               init_error: Optional[tuple[BaseException, str]], home: str) -> int:
-    """One task of a persistent worker, in the task's folder, printing to its job.out."""
+               init_error: Optional[tuple[BaseException, str]], home: str, streamed: bool = False) -> int:
+    """One task of a persistent worker, in the task's folder, printing to its job.out (or, when
+    ``streamed``, to the spawner's pipes, which write job.out)."""
     sys.stdout.flush()
     sys.stderr.flush()
+    if streamed:
+        try:
+            os.chdir(folder)
+        except OSError:
+            traceback.print_exc()
+            return 2
+        try:
+            return run_task(folder, comm, init_values, init_error)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            try:
+                os.chdir(home)
+            except OSError:
+                pass
     saved = os.dup(1), os.dup(2)
     try:
         log = os.open(os.path.join(folder, "job.out"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -341,7 +380,7 @@ def run_task(task_dir: os.PathLike | str, comm: Any = None, init_values: Optiona
                 value = TypeError(f"the result of task {key} cannot be stored: {error!r}")
         if not ok:
             if tb:
-                print(tb, file=sys.stderr)
+                _print_traceback(store, key, tb)
             store.write_error(key, value, tb, runtime)
     except Exception:  # noqa: BLE001 - no file that reads as success is left behind
         traceback.print_exc()
