@@ -33,7 +33,8 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from executorlib.files import INDEX_DIR, MAX_COPY_BYTES, RESULT_FILE, stamp_of, write_atomic
+from executorlib.files import (INDEX_DIR, MAX_COPY_BYTES, RESULT_FILE, remove_stale_temporaries, stamp_of,
+                               write_atomic)
 
 __all__ = ["ResultIndex", "MAX_ENTRY_BYTES", "MAX_PACKS"]
 
@@ -230,5 +231,6 @@ class ResultIndex:
                 f.create_dataset("blob", data=blob if len(blob) else np.zeros(0, dtype=np.uint8))
 
         path = self.directory / f"pack-{uuid.uuid4().hex}.h5"
+        remove_stale_temporaries(self.directory)  # of a writer killed while writing its pack
         write_atomic(path, fill)
         return path
