@@ -132,3 +132,17 @@ class RefusesPickling:
         import pickle
 
         raise pickle.PicklingError("RefusesPickling cannot be pickled, on purpose")
+
+
+class Holder:
+    """An object whose bound method is submitted (the call carries the instance)."""
+
+    def method(self) -> str:
+        return "held"
+
+
+def say(text: str) -> str:
+    """Print ``text`` to stdout and stderr (print debugging), return it."""
+    print(f"out: {text}", flush=True)
+    print(f"err: {text}", file=sys.stderr, flush=True)
+    return text

@@ -58,6 +58,27 @@ def test_sys_exit_in_a_task_is_an_executorlib_error_naming_the_code(flavour, cod
         assert exe.submit(funcs.add, 1, 1).result(timeout=flavour.timeout) == 2
 
 
+@pytest.mark.parametrize("code", [0, None, "a message"])
+def test_any_sys_exit_in_a_task_is_an_executorlib_error(flavour, code):
+    """Even sys.exit(0) is no result: the function did not return a value."""
+    with flavour.executor() as exe:
+        error = exe.submit(funcs.call_exit, code).exception(timeout=flavour.timeout)
+    assert isinstance(error, ExecutorlibError) and not isinstance(error, SystemExit), repr(error)
+    assert repr(code) in str(error) or str(code) in str(error), str(error)
+
+
+def test_keyboard_interrupt_in_a_task_does_not_interrupt_the_caller(flavour):
+    with flavour.executor() as exe:
+        future = exe.submit(funcs.raise_keyboard_interrupt)
+        try:
+            error = future.exception(timeout=flavour.timeout)
+        except KeyboardInterrupt:  # pragma: no cover - the bug
+            pytest.fail("exception() raised KeyboardInterrupt in the caller")
+        assert isinstance(error, ExecutorlibError) and "KeyboardInterrupt" in str(error), repr(error)
+        with pytest.raises(ExecutorlibError):
+            future.result()
+
+
 def test_a_failed_parent_fails_its_dependent_with_dependency_error(flavour):
     with flavour.executor() as exe:
         parent = exe.submit(funcs.raise_custom, "parent failed")

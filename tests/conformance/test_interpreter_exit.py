@@ -47,9 +47,8 @@ def test_exit_without_shutdown_runs_every_task(flavour):
     assert missing == [], f"tasks lost at interpreter exit: {missing}"
 
 
+@flavours("local_cache")  # a temporary cache is removed at exit: the test above covers it
 def test_exit_without_shutdown_writes_every_result_to_a_named_cache(flavour):
-    if not flavour.named_cache:
-        pytest.skip("a temporary cache is removed at exit: the previous test checks that the tasks ran")
     from executorlib import get_cache_data
 
     run_script(flavour, """

@@ -72,6 +72,18 @@ def test_shutdown_cancel_futures_cancels_everything_not_started(flavour):
     assert not list(flavour.tmp_path.glob("never-*")), "a cancelled task ran"
 
 
+def test_shutdown_wait_false_cancel_futures_cancels_at_once(flavour):
+    started, gate = flavour.gate("started"), flavour.gate("release")
+    exe = flavour.executor(max_workers=1)
+    running = exe.submit(funcs.touch_and_wait, started, gate, "ran")
+    wait_until(lambda: __import__("os").path.exists(started), flavour.timeout, "the first task to start")
+    pending = [exe.submit(funcs.add, i, 1) for i in range(3)]
+    exe.shutdown(wait=False, cancel_futures=True)
+    assert [f.cancelled() for f in pending] == [True, True, True]
+    release(gate)
+    assert running.result(timeout=flavour.timeout) == "ran"
+
+
 def test_shutdown_cancel_futures_many_small_tasks(flavour):
     """After CPython's test_cancel_futures: with one worker most of 30 queued calls are cancelled,
     the others finish without an error."""

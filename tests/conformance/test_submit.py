@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
+import weakref
 from concurrent.futures import Future
 
 import pytest
@@ -20,6 +24,15 @@ def test_submit_returns_a_future_with_the_direct_calls_result(flavour):
         assert positional.result(timeout=flavour.timeout) == funcs.add(2, 3)
         # fn is positional-only in submit(): keywords named fn or self reach the function
         assert keywords.result(timeout=flavour.timeout) == ((1,), {"fn": "f", "self": "s", "resource": "r"})
+
+
+@flavours(*ALL)
+def test_it_is_a_concurrent_futures_executor(flavour):
+    import concurrent.futures
+
+    exe = flavour.executor()
+    assert isinstance(exe, concurrent.futures.Executor)
+    exe.shutdown()
 
 
 def test_submit_builtins_and_keyword_arguments(flavour):
@@ -66,6 +79,33 @@ def test_a_named_cache_serves_a_call_again_from_a_new_executor(flavour):
         assert second == first
     else:
         assert second != first
+
+
+def test_the_executor_keeps_no_reference_to_a_finished_call(flavour):
+    """After CPython's test_no_stale_references: once the call ran, neither the Executor nor a
+    discarded Future keeps the submitted callable alive."""
+    holder = funcs.Holder()
+    collected = threading.Event()
+    watcher = weakref.ref(holder, lambda _: collected.set())
+    with flavour.executor() as exe:
+        exe.submit(holder.method)  # the Future is discarded at once
+        del holder
+        deadline = time.monotonic() + flavour.timeout
+        while not collected.is_set() and time.monotonic() < deadline:
+            gc.collect()
+            collected.wait(0.05)
+        assert collected.is_set(), f"the submitted object is still referenced: {watcher()!r}"
+
+
+@pytest.mark.xfail_on("local_pool", reason="issue 13 part 6: block_allocation workers write a task's output to job.out only")
+def test_what_a_task_prints_reaches_the_callers_stdout_and_stderr(flavour, capfd):
+    """As with ProcessPoolExecutor, print debugging shows in the caller's terminal (issue 13
+    part 6; the submission backends write it to the job's output file instead)."""
+    with flavour.executor() as exe:
+        assert exe.submit(funcs.say, "printed by the task").result(timeout=flavour.timeout)
+    captured = capfd.readouterr()
+    assert "out: printed by the task" in captured.out, captured
+    assert "err: printed by the task" in captured.err, captured
 
 
 def test_submit_needs_a_callable(flavour):
