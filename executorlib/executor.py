@@ -28,6 +28,14 @@ BACKENDS: dict[str, tuple[str, str, bool]] = {
     "local": ("executorlib.spawners.local", "LocalSpawner", False),
     "slurm_submission": ("executorlib.spawners.slurm", "SlurmSpawner", True),
     "flux_submission": ("executorlib.spawners.flux", "FluxSpawner", True),
+    "slurm_allocation": ("executorlib.spawners.srun", "SrunSpawner", False),
+    "flux_allocation": ("executorlib.spawners.flux_allocation", "FluxAllocationSpawner", False),
+}
+#: backend name -> (spawner module, class) with block_allocation=True
+BLOCK_ALLOCATION_SPAWNERS: dict[str, tuple[str, str]] = {
+    "local": ("executorlib.spawners.pool", "WorkerPoolSpawner"),
+    "slurm_allocation": ("executorlib.spawners.srun", "SrunPoolSpawner"),
+    "flux_allocation": ("executorlib.spawners.flux_allocation", "FluxPoolSpawner"),
 }
 
 
@@ -201,7 +209,10 @@ class Executor(_BaseExecutor):
 
     Args:
         max_workers: local backend only: at most this many tasks run at once (default: CPU count).
-        backend: ``"local"``, ``"slurm_submission"`` or ``"flux_submission"``.
+        backend: ``"local"``, ``"slurm_submission"`` or ``"flux_submission"``; inside an allocation
+            ``"slurm_allocation"`` (one srun job step per task) or ``"flux_allocation"`` (``flux
+            run``), which take the local backend's arguments, with ``max_cores`` defaulting to
+            the allocation's CPUs (docs/allocation-mode.md).
         cache_directory: where tasks and results are stored. Required for the submission backends;
             on the local backend ``None`` means a temporary cache removed at shutdown.
         max_cores: local backend only: at most this many cores are in use at once.
@@ -257,7 +268,7 @@ class Executor(_BaseExecutor):
             raise ValueError(f"backend={backend!r} is not known. Valid backends are: {', '.join(map(repr, BACKENDS))}")
         module_name, class_name, submission = BACKENDS[backend]
         if block_allocation and not submission:
-            module_name, class_name = "executorlib.spawners.pool", "WorkerPoolSpawner"
+            module_name, class_name = BLOCK_ALLOCATION_SPAWNERS[backend]
         self._check_arguments(backend, submission, max_workers, max_cores, cache_directory,
                               block_allocation, init_function, refresh_rate, pysqa_config_directory)
         self._backend = backend
