@@ -397,7 +397,8 @@ class TaskStore:
         except Exception:  # an exception that does not survive pickling: keep its type and text
             data = cloudpickle.dumps(RemoteError(_qualified_name(type(error)), str(error)))
         attrs = {"runtime": runtime, "error_type": _qualified_name(type(error)),
-                 "error_message": str(error)[:10_000], "traceback": traceback_text}
+                 "error_message": str(error)[:10_000],
+                 "traceback": _fit_attribute(traceback_text)}
         self._write_outcome(key, {"error": data}, attrs)
 
     def _write_outcome(self, key: str, datasets: dict[str, bytes], attrs: dict) -> None:
@@ -567,6 +568,15 @@ def _loads(data: Any, path: Path, what: str) -> Any:
                            f"checksum matches: the error comes from the pickled object or from a "
                            f"module that is missing or different in this Python environment)")
         raise
+
+
+def _fit_attribute(text: str, limit: int = 48 * 1024) -> str:
+    """``text`` cut (from the front: the end of a traceback says most) to fit an HDF5 attribute,
+    which holds at most 64 KiB."""
+    data = text.encode(errors="replace")
+    if len(data) <= limit:
+        return text
+    return "...(cut)...\n" + data[-limit:].decode(errors="ignore")
 
 
 def _check_path_length(directory: Path) -> None:
