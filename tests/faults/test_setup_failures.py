@@ -41,7 +41,8 @@ def _user_module(folder: Path) -> str:
     return name
 
 
-def _client(tmp_path: Path, code: str, pythonpath: list[str], runs: Path, **extra_env: str) -> subprocess.CompletedProcess:
+def _client(tmp_path: Path, code: str, pythonpath: list[str], runs: Path,
+            **extra_env: str) -> subprocess.CompletedProcess:
     script = tmp_path / f"client-{uuid.uuid4().hex[:6]}.py"
     script.write_text(textwrap.dedent(code))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -196,3 +197,42 @@ def test_slurm_missing_cwd_then_created(tmp_path, slurm_cache):
     with Executor(backend="slurm_submission", cache_directory=slurm_cache,
                   resource_dict={"cwd": str(workdir)}) as exe:
         assert exe.submit(where_am_i).result(timeout=240) == str(workdir)
+
+
+def test_a_parent_result_that_cannot_be_read_is_a_setup_failure_of_the_job(tmp_path):
+    """The worker itself (a real job process): a parent's result vanished or is damaged."""
+    from executorlib.resources import merge_resources
+    from executorlib.task import FutureRef
+    from tests.cache.funcs import double
+    from tests.faults.conftest import flip_byte
+
+    store = TaskStore(tmp_path / "cache", use_index=False)
+    parent, child = "parent_" + "0" * 32, "double_" + "1" * 32
+    store.write_task(child, "double", store.pickle_call(double, (FutureRef(parent),), {}),
+                     merge_resources({}, None), [parent])
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+
+    def run_job() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "executorlib.worker", str(store.task_dir(child))],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    missing = run_job()
+    assert missing.returncode == 2 and not store.has_result(child)
+    assert parent in store.read_setup_error(child)["message"] and "missing" in store.read_setup_error(child)["message"]
+
+    store.task_dir(parent).mkdir()
+    store.write_result(parent, 21, runtime=0.0)
+    store.path(parent, "result.pkl").unlink()
+    import h5py
+
+    with h5py.File(store.path(parent, RESULT_FILE), "r") as f:
+        inside = f["output"].id.get_offset() + 3
+    flip_byte(store.path(parent, RESULT_FILE), inside)  # damaged: the checksum says so
+    damaged = run_job()
+    assert damaged.returncode == 2 and not store.has_result(child)
+    message = store.read_setup_error(child)["message"]
+    assert parent in message and "CacheCorruptedError" in message, message
+
+    store.write_result(parent, 21, runtime=0.0)  # the parent recomputed: the child runs
+    assert run_job().returncode == 0
+    assert store.read_result(child).value == 42 and store.read_setup_error(child) is None
