@@ -62,6 +62,7 @@ _LOCATION_GLOBALS = frozenset({"__file__", "__cached__", "__loader__", "__spec__
 _SKIPPED_MEMBERS = frozenset({"__dict__", "__weakref__", "__doc__", "__module__", "__slotnames__",
                               "_abc_impl", "__firstlineno__"})
 _DESCRIPTOR_TYPES = (types.MemberDescriptorType, types.GetSetDescriptorType)
+_SMALL_BYTES = 1 << 16  # bytes up to this size are copied to make their identity irrelevant
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement or type(), not C code
 _NATIVE_TYPES = frozenset({bytearray, pickle.PickleBuffer})
 #: instructions that do nothing a user sees, or that only one of two equivalent call forms has
@@ -158,8 +159,16 @@ class _KeyPickler(cloudpickle.CloudPickler):
     def persistent_id(self, obj: Any) -> Any:
         # the C pickler never calls reducer_override for sets (nor dicts, lists, tuples, str),
         # but it asks persistent_id about every object, also inside containers
-        if type(obj) in (set, frozenset):
-            return _stable_set, type(obj).__name__, tuple(sorted(obj, key=_sort_key))
+        kind = type(obj)
+        if kind is str:
+            # a fresh bytes object each time: the pickler memoizes strings, so one string object
+            # met twice would be written once, two equal strings twice; whether two equal strings
+            # are one object (interning) must not change the key
+            return b"s" + obj.encode("utf-8", "surrogatepass")
+        if kind is bytes and len(obj) <= _SMALL_BYTES:
+            return b"b" + obj
+        if kind in (set, frozenset):
+            return _stable_set, kind.__name__, tuple(sorted(obj, key=_sort_key))
         return None
 
     def reducer_override(self, obj: Any) -> Any:
@@ -178,9 +187,13 @@ class _KeyPickler(cloudpickle.CloudPickler):
             return NotImplemented  # pickled by the C pickler itself (buffers out of band)
         reducer = self.dispatch_table.get(kind)
         try:
-            return reducer(obj) if reducer is not None else obj.__reduce_ex__(5)
+            reduced = reducer(obj) if reducer is not None else obj.__reduce_ex__(5)
         except (TypeError, pickle.PicklingError) as error:  # a lock, an open file...
             return _unpicklable, (kind.__module__, kind.__qualname__, type(error).__name__)
+        if isinstance(reduced, str):  # a global by name (a ufunc, a builtin): with its version
+            module = getattr(obj, "__module__", None) or pickle.whichmodule(obj, reduced)
+            return _by_name, ("global", module, reduced, _version(module))
+        return reduced
 
 
 def _sort_key(item: Any) -> bytes:
@@ -291,7 +304,27 @@ def _import_user_module(name: str) -> Optional[types.ModuleType]:
         return None
 
 
-@functools.lru_cache(maxsize=4096)
+def _per_code(compute: Callable[[types.CodeType], Any]) -> Callable[[types.CodeType], Any]:
+    """Cache ``compute(code)`` by the code object's identity (not by equality: two equal code
+    objects of two modules each keep their own strings, so a key never depends on which of them
+    was met first); holds up to 4096 code objects, so an id is not reused while cached."""
+    cache: dict[int, tuple[types.CodeType, Any]] = {}
+
+    @functools.wraps(compute)
+    def cached(code: types.CodeType) -> Any:
+        entry = cache.get(id(code))
+        if entry is not None and entry[0] is code:
+            return entry[1]
+        value = compute(code)
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[id(code)] = (code, value)
+        return value
+
+    return cached
+
+
+@_per_code
 def _code_facts(code: types.CodeType) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...], frozenset]:
     """What a code object, with its nested code, can read: the names it loads as globals
     (``LOAD_GLOBAL``/``LOAD_NAME``), the modules it imports (name, relative level), and every name
@@ -328,7 +361,7 @@ def _jump_opcodes() -> frozenset:
     return frozenset((*dis.hasjrel, *dis.hasjabs))
 
 
-@functools.lru_cache(maxsize=4096)
+@_per_code
 def _code_form(code: types.CodeType) -> tuple:
     """A code object as what it does: its signature, names and instructions (with their
     arguments resolved, jumps as instruction indices), never its file name or line numbers.
