@@ -15,8 +15,8 @@ from tests.conformance.conftest import ALL, flavours, release
 def test_as_completed_yields_in_completion_order(flavour):
     gate = flavour.gate("slow")
     with flavour.executor(max_workers=2) as exe:
+        fast = exe.submit(funcs.add, 1, 2)  # first: a blocked job must not starve it (SLURM, 2 CPUs)
         slow = exe.submit(funcs.wait_for_file, gate, "slow")
-        fast = exe.submit(funcs.add, 1, 2)
         iterator = as_completed([slow, fast], timeout=flavour.timeout)
         assert next(iterator) is fast
         release(gate)

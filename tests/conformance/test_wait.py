@@ -1,4 +1,7 @@
-"""concurrent.futures.wait(): FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED and timeouts."""
+"""concurrent.futures.wait(): FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED and timeouts.
+
+A task blocked on a gate is submitted after the quick one it waits for: the test cluster has two
+CPUs shared by everyone, and a blocked job holding the last free one would starve the quick job."""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ from tests.conformance.conftest import ALL, flavours, release
 def test_first_completed_returns_with_the_finished_one(flavour):
     gate = flavour.gate("slow")
     with flavour.executor(max_workers=2) as exe:
+        fast = exe.submit(funcs.add, 21, 21)  # first: it takes the first free slot (SLURM)
         slow = exe.submit(funcs.wait_for_file, gate, "slow")
-        fast = exe.submit(funcs.add, 21, 21)
         done, not_done = wait([slow, fast], timeout=flavour.timeout, return_when=FIRST_COMPLETED)
         assert (done, not_done) == ({fast}, {slow})
         release(gate)
@@ -38,8 +41,8 @@ def test_first_completed_with_one_already_done(flavour):
 def test_first_exception_returns_at_the_first_failure(flavour):
     gate = flavour.gate("slow")
     with flavour.executor(max_workers=2) as exe:
-        slow = exe.submit(funcs.wait_for_file, gate)
         failing = exe.submit(funcs.sleep_raise, 0.1, "first failure")
+        slow = exe.submit(funcs.wait_for_file, gate)
         done, not_done = wait([slow, failing], timeout=flavour.timeout, return_when=FIRST_EXCEPTION)
         assert (done, not_done) == ({failing}, {slow})
         assert isinstance(failing.exception(), funcs.ConformanceError)
