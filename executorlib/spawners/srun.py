@@ -269,7 +269,12 @@ class SrunSpawner(LocalSpawner):
         return sum(p.cores for p in running) + need <= self.max_cores  # type: ignore[operator]
 
     def command(self, job: JobSpec) -> list[str]:
+        """The step's command line: the srun prefix, then the worker."""
         return srun_command(job.resources, self.pmi_mode) + list(job.command)
+
+    @staticmethod
+    def state_from_output(output: str, code: int) -> str:
+        return step_state(output, code)
 
     def submit(self, job: JobSpec, dependencies: list[str]) -> str:
         resources = job.resources
@@ -309,7 +314,7 @@ class SrunSpawner(LocalSpawner):
             if state is not None and not state.startswith("COMPLETED"):
                 code = _exit_code(state)
                 if code is not None:
-                    self._finished[job_id] = step_state(_tail(log), code)
+                    self._finished[job_id] = self.state_from_output(_tail(log), code)
         return result
 
     def describe(self, job_id: str) -> str:
@@ -367,7 +372,7 @@ class SrunPoolSpawner(WorkerPoolSpawner):
         self.restart_limit = restart_limit
         full = merge_resources(resources, None)
         max_cores = max_cores or self.allocation.cpus
-        check_step_resources(full, self.allocation, max_cores=max_cores)
+        self.check_step_resources(full, max_cores)
         cpus = full["cores"] * full["threads_per_core"]
         workers = max(1, max_cores // cpus) if max_workers is None else min(max_workers, max(1, max_cores // cpus))
         # the base class checks and starts with local resources; the steps get the real ones
@@ -435,10 +440,17 @@ class SrunPoolSpawner(WorkerPoolSpawner):
             inner = inner[inner.index(sys.executable):]
         step = dict(self.resources)
         step["cwd"] = None  # the worker starts in the client's directory, a task chdirs itself
-        return srun_command(step, self.pmi_mode, keep_stdin=True) + inner
+        return self.launcher(step) + inner
+
+    def launcher(self, resources: dict) -> list[str]:
+        """The launcher prefix of a worker with ``resources``."""
+        return srun_command(resources, self.pmi_mode, keep_stdin=True)
+
+    def check_step_resources(self, resources: dict, max_cores: Optional[int] = None) -> None:
+        check_step_resources(resources, self.allocation, max_cores=max_cores)
 
     def check_resources(self, resources: dict) -> None:
-        check_step_resources(resources, self.allocation)
+        self.check_step_resources(resources)
         for key in POOL_FIXED:
             if resources.get(key) != self.resources.get(key) and not (
                     not resources.get(key) and not self.resources.get(key)):
