@@ -142,3 +142,23 @@ def test_block_allocation_mpi_workers(tmp_path: Path) -> None:
         first, second = (exe.submit(funcs.mpi_rank).result(timeout=120) for _ in range(2))
     assert [r[:2] for r in first] == [(0, 2), (1, 2)]
     assert first == second  # the same worker step served both
+
+
+def test_a_step_over_its_time_limit_fails_with_timeout(tmp_path: Path) -> None:
+    """run_time_max=1 s is srun --time=1 (minute): SLURM ends the step after about a minute."""
+    with Executor(backend="slurm_allocation") as exe:
+        slow = exe.submit(funcs.sleep, 400, resource_dict={"run_time_max": 1})
+        quick = exe.submit(funcs.add, 2, 3)
+        assert quick.result(timeout=120) == 5
+        with pytest.raises(Exception) as caught:
+            slow.result(timeout=240)
+    assert "TIMEOUT" in str(caught.value), str(caught.value)
+
+
+def test_block_allocation_run_time_max_kills_only_its_worker(tmp_path: Path) -> None:
+    with Executor(backend="slurm_allocation", block_allocation=True, max_workers=1) as exe:
+        slow = exe.submit(funcs.sleep, 300, resource_dict={"run_time_max": 2})
+        with pytest.raises(Exception) as caught:
+            slow.result(timeout=120)
+        assert exe.submit(funcs.add, 20, 1).result(timeout=120) == 21
+    assert "TIMEOUT" in str(caught.value), str(caught.value)
