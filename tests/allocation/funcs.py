@@ -56,3 +56,14 @@ def worker_pid(tag: int) -> int:
 def say(text: str) -> str:
     print(text, flush=True)
     return text
+
+
+def no_restart_pool():
+    """A block-allocation spawner class whose dead workers are not restarted (restart_limit=0)."""
+    from executorlib.spawners.srun import SrunPoolSpawner
+
+    class NoRestartPool(SrunPoolSpawner):
+        def __init__(self, **options):
+            super().__init__(restart_limit=0, **options)
+
+    return NoRestartPool

@@ -162,3 +162,17 @@ def test_block_allocation_run_time_max_kills_only_its_worker(tmp_path: Path) -> 
             slow.result(timeout=120)
         assert exe.submit(funcs.add, 20, 1).result(timeout=120) == 21
     assert "TIMEOUT" in str(caught.value), str(caught.value)
+
+
+def test_restart_limit_stops_restarting_dead_workers(tmp_path: Path, monkeypatch) -> None:
+    import executorlib.executor
+    import tests.allocation.funcs
+
+    monkeypatch.setattr(tests.allocation.funcs, "NoRestartPool", funcs.no_restart_pool(), raising=False)
+    monkeypatch.setitem(executorlib.executor.BLOCK_ALLOCATION_SPAWNERS, "slurm_allocation",
+                        ("tests.allocation.funcs", "NoRestartPool"))
+    with Executor(backend="slurm_allocation", block_allocation=True, max_workers=1) as exe:
+        with pytest.raises(Exception, match="exit code 3"):
+            exe.submit(funcs.kill_worker).result(timeout=120)
+        with pytest.raises(Exception, match=r"restart_limit = 0 allows no more restarts"):
+            exe.submit(funcs.add, 1, 1).result(timeout=120)
