@@ -62,6 +62,7 @@ _LOCATION_GLOBALS = frozenset({"__file__", "__cached__", "__loader__", "__spec__
 _SKIPPED_MEMBERS = frozenset({"__dict__", "__weakref__", "__doc__", "__module__", "__slotnames__",
                               "_abc_impl", "__firstlineno__"})
 _DESCRIPTOR_TYPES = (types.MemberDescriptorType, types.GetSetDescriptorType)
+_STDLIB_NAMES = getattr(sys, "stdlib_module_names", frozenset())  # 3.10+; before, paths tell
 _SMALL_BYTES = 1 << 16  # bytes up to this size are copied to make their identity irrelevant
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement or type(), not C code
 _NATIVE_TYPES = frozenset({bytearray, pickle.PickleBuffer})
@@ -293,12 +294,16 @@ def _import_user_module(name: str) -> Optional[types.ModuleType]:
     import importlib.util
 
     top = name.partition(".")[0]
-    if top in sys.stdlib_module_names:
+    if top in _STDLIB_NAMES:
         return None
     try:
-        spec = importlib.util.find_spec(top) if top not in sys.modules else None
-        if spec is not None and not _path_is_user_code(spec.origin):
-            return None
+        if top in sys.modules:
+            if not _module_is_user_code(top):
+                return None
+        else:
+            spec = importlib.util.find_spec(top)  # imports nothing for a top-level name
+            if spec is None or not _path_is_user_code(spec.origin):
+                return None
         return importlib.import_module(name)
     except Exception:  # noqa: BLE001 - a module that fails to import counts by name only
         return None
@@ -463,7 +468,7 @@ def _module_is_user_code(module_name: str) -> bool:
     if module_name == "__main__":
         return True
     top = module_name.partition(".")[0]
-    if top == "executorlib" or top in sys.stdlib_module_names or module_name in sys.builtin_module_names:
+    if top == "executorlib" or top in _STDLIB_NAMES or module_name in sys.builtin_module_names:
         return False
     module = sys.modules.get(module_name)
     if module is None:
@@ -476,7 +481,7 @@ def _version(module_name: str) -> str:
     """The version of the distribution that holds ``module_name`` ("" for the standard library,
     executorlib itself and the user's code)."""
     top = module_name.partition(".")[0]
-    if not top or top == "executorlib" or top in sys.stdlib_module_names or _module_is_user_code(top):
+    if not top or top == "executorlib" or top in _STDLIB_NAMES or _module_is_user_code(top):
         return ""
     from importlib import metadata
 

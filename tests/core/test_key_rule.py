@@ -153,6 +153,29 @@ def test_a_helper_module_attribute_counts_by_the_names_the_code_reads(tmp_path, 
     assert all(after[n] != before[n] for n in names)
 
 
+def test_modules_imported_inside_the_function_before_the_client_imported_them(tmp_path, monkeypatch):
+    """A user module imported only inside the function is followed all the same (imported for
+    the key, as the job will); an installed package is not imported on the client for the key."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "rule_late_config.py").write_text("RATE = 2\n")
+    installed = next((name for name in ("jinja2", "h5py", "pysqa", "yaml", "markdown_it")
+                      if name not in sys.modules and importlib.util.find_spec(name)), None)
+    code = "def late(x):\n    import rule_late_config\n    return x * rule_late_config.RATE\n"
+    if installed:
+        code += f"\ndef heavy(x):\n    import {installed}\n    return x\n"
+    module = load(code, str(tmp_path))
+    before = compute_key(module.late, (1,), {})
+    assert "rule_late_config" in sys.modules
+    sys.modules["rule_late_config"].RATE = 3
+    assert compute_key(module.late, (1,), {}) != before
+    del sys.modules["rule_late_config"]
+    if installed:
+        compute_key(module.heavy, (1,), {})
+        assert installed not in sys.modules
+
+
 def test_recursion_and_self_referencing_classes_are_keyed_and_sensitive():
     source = textwrap.dedent("""\
         LIMIT = {limit}
