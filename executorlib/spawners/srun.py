@@ -92,6 +92,8 @@ class Allocation:
     ntasks: Optional[int]
     source: str  # which variable gave ``cpus``, for messages
     gpus: Optional[str]  # SLURM's GPU ids of the allocation, None when it has none
+    #: the job step this process runs in (``srun python script.py``), None outside a step
+    step: Optional[str] = None
 
     def describe(self) -> str:
         tasks = f", {self.ntasks} task(s)" if self.ntasks else ""
@@ -130,7 +132,8 @@ def current_allocation(environ: Optional[dict] = None) -> Allocation:
     else:
         cpus, source = 1, "no CPU count in the environment: 1 assumed"
     gpus = env.get("SLURM_JOB_GPUS") or env.get("SLURM_GPUS_ON_NODE") or env.get("SLURM_GPUS") or None
-    return Allocation(job_id, cpus, nodes, ntasks, source, gpus)
+    step = env.get("SLURM_STEP_ID") or None
+    return Allocation(job_id, cpus, nodes, ntasks, source, gpus, step)
 
 
 def check_step_resources(resources: dict, allocation: Allocation, backend: str = BACKEND,
@@ -164,10 +167,17 @@ def check_step_resources(resources: dict, allocation: Allocation, backend: str =
 
 
 def srun_command(resources: dict, pmi_mode: Optional[str] = "pmi2", srun: str = "srun",
-                 keep_stdin: bool = False) -> list[str]:
-    """The ``srun`` prefix of one job step with ``resources`` (see RESOURCE_KEYS)."""
+                 keep_stdin: bool = False, overlap: bool = False) -> list[str]:
+    """The ``srun`` prefix of one job step with ``resources`` (see RESOURCE_KEYS).
+
+    ``overlap``: this process runs in a step of its own (``srun python script.py``), which holds
+    CPUs of the allocation while it mostly waits; the task steps share them (``--overlap``)
+    instead of waiting for them forever. The Executor still counts the CPUs it hands out.
+    """
     command = [srun, "--exact", "-n", str(resources["cores"]),
                "--cpus-per-task", str(resources["threads_per_core"])]
+    if overlap:
+        command.append("--overlap")
     if resources.get("gpus_per_core"):
         command += ["--gpus-per-task", str(resources["gpus_per_core"])]
     if resources.get("num_nodes"):
@@ -270,7 +280,8 @@ class SrunSpawner(LocalSpawner):
 
     def command(self, job: JobSpec) -> list[str]:
         """The step's command line: the srun prefix, then the worker."""
-        return srun_command(job.resources, self.pmi_mode) + list(job.command)
+        return (srun_command(job.resources, self.pmi_mode, overlap=self.allocation.step is not None)
+                + list(job.command))
 
     @staticmethod
     def state_from_output(output: str, code: int) -> str:
@@ -444,7 +455,8 @@ class SrunPoolSpawner(WorkerPoolSpawner):
 
     def launcher(self, resources: dict) -> list[str]:
         """The launcher prefix of a worker with ``resources``."""
-        return srun_command(resources, self.pmi_mode, keep_stdin=True)
+        return srun_command(resources, self.pmi_mode, keep_stdin=True,
+                            overlap=self.allocation.step is not None)
 
     def check_step_resources(self, resources: dict, max_cores: Optional[int] = None) -> None:
         check_step_resources(resources, self.allocation, max_cores=max_cores)

@@ -200,3 +200,12 @@ def test_flux_allocation_in_a_broker(tmp_path: Path) -> None:
         pytest.skip("flux is installed but this process is not inside a flux instance (flux start ...)")
     with Executor(backend="flux_allocation") as exe:
         assert exe.submit(funcs.add, 1, 2).result(timeout=120) == 3
+
+
+def test_inside_a_step_the_task_steps_overlap(tmp_path: Path) -> None:
+    """``srun python script.py``: the script's own step holds CPUs; the tasks share them."""
+    allocation = current_allocation({"SLURM_JOB_ID": "7", "SLURM_JOB_CPUS_PER_NODE": "2", "SLURM_STEP_ID": "0"})
+    assert allocation.step == "0"
+    job = JobSpec(key="k", task_dir=tmp_path, function_name="f", resources=resources(), command=["w"])
+    assert "--overlap" in SrunSpawner(allocation=allocation).command(job)
+    assert "--overlap" not in SrunSpawner(allocation=TWO_CPUS).command(job)
