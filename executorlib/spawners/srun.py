@@ -216,10 +216,12 @@ def step_environment(resources: dict) -> dict[str, str]:
 #: what slurmstepd / srun print when SLURM ends a step, and the state it means
 _STEP_MARKERS = [
     (re.compile(r"\*\*\* STEP (\S+) ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT"), "TIMEOUT"),
-    (re.compile(r"\*\*\* (?:STEP|JOB) (\S+) ON \S+ CANCELLED AT \S+ DUE TO PREEMPTION"), "PREEMPTED"),
-    (re.compile(r"\*\*\* (?:STEP|JOB) (\S+) ON \S+ CANCELLED AT"), "CANCELLED"),
+    # before CANCELLED: slurmstepd also prints "CANCELLED AT" for a step it kills for its memory
+    (re.compile(r"StepId=(\S+) exceeded memory limit"), "OUT_OF_MEMORY"),
     (re.compile(r"Detected \d+ oom[-_]kill event|oom[-_]kill|Exceeded (?:step|job) memory limit"),
      "OUT_OF_MEMORY"),
+    (re.compile(r"\*\*\* (?:STEP|JOB) (\S+) ON \S+ CANCELLED AT \S+ DUE TO PREEMPTION"), "PREEMPTED"),
+    (re.compile(r"\*\*\* (?:STEP|JOB) (\S+) ON \S+ CANCELLED AT"), "CANCELLED"),
     (re.compile(r"srun: error: .*(?:Unable to create step|Job step creation)"), "STEP_CREATION_FAILED"),
 ]
 

@@ -67,3 +67,12 @@ def no_restart_pool():
             super().__init__(restart_limit=0, **options)
 
     return NoRestartPool
+
+
+def hog_memory(megabytes: int, seconds: float) -> int:
+    """Hold ``megabytes`` of touched memory for ``seconds``."""
+    block = bytearray(megabytes * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(seconds)
+    return len(block)

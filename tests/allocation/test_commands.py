@@ -137,6 +137,10 @@ def test_step_states_from_slurms_messages() -> None:
     assert step_state(timeout, 137).startswith("TIMEOUT (step 5.1")
     oom = "slurmstepd: error: Detected 1 oom-kill event(s) in StepId=5.2. Some of your processes may have been killed"
     assert step_state(oom, 137).startswith("OUT_OF_MEMORY")
+    killed_for_memory = ("slurmstepd-vm: error: *** STEP 348.0 ON vm CANCELLED AT 2026-12-02T19:57:34 ***\n"
+                         "slurmstepd-vm: error: StepId=348.0 exceeded memory limit (673734656 > 209715200), "
+                         "being killed\nsrun: error: vm: task 0: Killed\n")
+    assert step_state(killed_for_memory, 137) == "OUT_OF_MEMORY (step 348.0, srun exit code 137)"
     assert step_state("Traceback ...", 1) == "FAILED (exit code 1)"
 
 

@@ -176,3 +176,19 @@ def test_restart_limit_stops_restarting_dead_workers(tmp_path: Path, monkeypatch
             exe.submit(funcs.kill_worker).result(timeout=120)
         with pytest.raises(Exception, match=r"restart_limit = 0 allows no more restarts"):
             exe.submit(funcs.add, 1, 1).result(timeout=120)
+
+
+def test_a_step_over_its_memory_fails_with_out_of_memory(tmp_path: Path) -> None:
+    with Executor(backend="slurm_allocation") as exe:
+        hog = exe.submit(funcs.hog_memory, 600, 20, resource_dict={"memory_max": "200M"})
+        with pytest.raises(Exception) as caught:
+            hog.result(timeout=120)
+        assert exe.submit(funcs.hog_memory, 10, 0).result(timeout=120) == 10 * 1024 * 1024
+    assert "OUT_OF_MEMORY" in str(caught.value) and "exceeded memory limit" in str(caught.value), str(caught.value)
+
+
+def test_block_allocation_rejects_other_worker_resources(tmp_path: Path) -> None:
+    with Executor(backend="slurm_allocation", block_allocation=True, max_workers=1) as exe:
+        with pytest.raises(ValueError, match=r"resource_dict\['cores'\] = 2 cannot be used with block_allocation"):
+            exe.submit(funcs.add, 1, 2, resource_dict={"cores": 2})
+        assert exe.submit(funcs.add, 1, 2).result(timeout=120) == 3
