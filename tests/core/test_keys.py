@@ -190,3 +190,38 @@ def test_functions_of_installed_packages_are_keyed_by_name():
 
     assert compute_key(json.dumps, (1,), {}) == compute_key(json.dumps, (1,), {})
     assert compute_key(np.add, (1, 2), {}).startswith("add_")
+
+
+def test_futures_inside_namedtuples_and_dataclasses_become_parents_and_come_back_as_values():
+    from collections import namedtuple
+    from dataclasses import dataclass
+
+    Pair = namedtuple("Pair", "left right")
+
+    @dataclass(frozen=True)
+    class Box:
+        value: object
+        label: str = "x"
+
+    parent = Future()
+    parent._executorlib_key = "add_funct_aaa"
+    found: dict[str, Future] = {}
+    plain = (Pair(1, 2), Box(3))
+    assert replace_futures(plain, lambda f: f._executorlib_key, found) is plain  # nothing to replace: no copy
+    args = replace_futures((Pair(parent, [parent]), Box(Pair(0, parent))), lambda f: f._executorlib_key, found)
+    assert found == {"add_funct_aaa": parent}
+    assert args == (Pair(FutureRef("add_funct_aaa"), [FutureRef("add_funct_aaa")]),
+                    Box(Pair(0, FutureRef("add_funct_aaa"))))
+    assert type(args[0]) is Pair and type(args[1]) is Box
+    assert fill_futures(args, {"add_funct_aaa": 7}.__getitem__) == (Pair(7, [7]), Box(Pair(0, 7)))
+    # the key of the call is computed on the references: stable, and another parent gives another key
+    other = replace_futures((Pair(FutureRef("add_funct_bbb"), [FutureRef("add_funct_bbb")]), args[1]),
+                            lambda f: f._executorlib_key, {})
+    assert key(funcs.echo, *args) == key(funcs.echo, *args) != key(funcs.echo, *other)
+
+
+def test_a_structure_that_holds_itself_is_not_followed_forever():
+    loop: list = [1]
+    loop.append(loop)
+    assert replace_futures(loop, lambda f: "k", {}) is loop
+    assert key(funcs.echo, loop) == key(funcs.echo, loop)
