@@ -203,6 +203,13 @@ class FluxPoolSpawner(SrunPoolSpawner):
     def launcher(self, resources: dict) -> list[str]:
         return flux_run_command(resources, self.pmi_mode, keep_stdin=True)
 
+    @staticmethod
+    def _state_of(code: int) -> str:
+        if code in (137, -9, 143, -15):
+            return (f"{exit_state(code)}: the worker's flux job was killed (cancelled, out of time or "
+                    "out of memory; flux's message is in this process's stderr)")
+        return exit_state(code, success="EXITED (the worker job ended without answering)")
+
     def describe(self, job_id: str) -> str:
         return (f"block-allocation worker (flux run process {job_id}) of the flux instance "
                 f"{self.allocation.job_id}")

@@ -213,3 +213,12 @@ def test_inside_a_step_the_task_steps_overlap(tmp_path: Path) -> None:
     job = JobSpec(key="k", task_dir=tmp_path, function_name="f", resources=resources(), command=["w"])
     assert "--overlap" in SrunSpawner(allocation=allocation).command(job)
     assert "--overlap" not in SrunSpawner(allocation=TWO_CPUS).command(job)
+
+
+def test_dead_worker_states_name_the_launcher() -> None:
+    from executorlib.spawners.flux_allocation import FluxPoolSpawner
+    from executorlib.spawners.srun import SrunPoolSpawner
+
+    assert "srun step was killed" in SrunPoolSpawner._state_of(137)
+    assert "flux job was killed" in FluxPoolSpawner._state_of(137)
+    assert SrunPoolSpawner._state_of(3) == "FAILED (exit code 3)"
