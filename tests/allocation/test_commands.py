@@ -222,3 +222,16 @@ def test_dead_worker_states_name_the_launcher() -> None:
     assert "srun step was killed" in SrunPoolSpawner._state_of(137)
     assert "flux job was killed" in FluxPoolSpawner._state_of(137)
     assert SrunPoolSpawner._state_of(3) == "FAILED (exit code 3)"
+
+
+def test_flux_task_command_ends_with_the_worker(tmp_path: Path) -> None:
+    from executorlib.spawners.flux_allocation import FluxAllocationSpawner
+
+    spawner = FluxAllocationSpawner(allocation=FLUX)
+    job = JobSpec(key="k", task_dir=tmp_path, function_name="f", resources=resources(cores=2),
+                  command=["python", "-m", "executorlib.worker", "--mpi", str(tmp_path)])
+    assert spawner.command(job) == ["flux", "run", "-n", "2", "-c", "1",
+                                    "python", "-m", "executorlib.worker", "--mpi", str(tmp_path)]
+    assert spawner.max_cores == 4
+    with pytest.raises(ValueError, match="more than the flux instance"):
+        spawner.check_resources(resources(cores=8))
