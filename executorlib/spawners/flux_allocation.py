@@ -69,7 +69,8 @@ def parse_resource_list(output: str, uri: str) -> Allocation:
                          f"{' '.join(RESOURCE_LIST_COMMAND)!r}: {output.strip()!r}")
     nodes, cores, gpus = (int(f) for f in fields)
     return Allocation(job_id=uri, cpus=cores, nodes=nodes, ntasks=None,
-                      source="flux resource list", gpus=str(gpus) if gpus else None)
+                      source="flux resource list", gpus=str(gpus) if gpus else None,
+                      kind="flux instance")
 
 
 def flux_instance(environ: Optional[dict] = None, run: Optional[Callable[[list[str]], str]] = None) -> Allocation:

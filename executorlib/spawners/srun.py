@@ -94,10 +94,11 @@ class Allocation:
     gpus: Optional[str]  # SLURM's GPU ids of the allocation, None when it has none
     #: the job step this process runs in (``srun python script.py``), None outside a step
     step: Optional[str] = None
+    kind: str = "SLURM allocation"
 
     def describe(self) -> str:
         tasks = f", {self.ntasks} task(s)" if self.ntasks else ""
-        return f"SLURM allocation {self.job_id} ({self.cpus} CPU(s) on {self.nodes} node(s){tasks}; {self.source})"
+        return f"{self.kind} {self.job_id} ({self.cpus} CPU(s) on {self.nodes} node(s){tasks}; {self.source})"
 
 
 def no_allocation_error(backend: str = BACKEND) -> ValueError:
@@ -164,6 +165,18 @@ def check_step_resources(resources: dict, allocation: Allocation, backend: str =
             f"{allocation.describe()} holds no GPUs (SLURM_JOB_GPUS is not set): ask for them when "
             "you allocate (salloc --gpus-per-task=1 ...), or set gpus_per_core to 0"
         )
+
+
+def allocation_max_cores(max_cores: Optional[int], allocation: Allocation) -> int:
+    """``max_cores`` of an Executor in ``allocation``: the allocation's CPUs by default, never more
+    (steps beyond them would wait for CPUs that never free up)."""
+    if max_cores is None:
+        return allocation.cpus
+    if max_cores > allocation.cpus:
+        raise ValueError(
+            f"max_cores = {max_cores} exceeds the {allocation.describe()}: use max_cores <= "
+            f"{allocation.cpus} (or leave it out), or get a larger allocation")
+    return max_cores
 
 
 def srun_command(resources: dict, pmi_mode: Optional[str] = "pmi2", srun: str = "srun",
@@ -267,7 +280,8 @@ class SrunSpawner(LocalSpawner):
                  pmi_mode: Optional[str] = "pmi2", allocation: Optional[Allocation] = None):
         self.allocation = allocation or current_allocation()
         self.pmi_mode = _check_pmi_mode(pmi_mode)
-        super().__init__(max_workers=max_workers, max_cores=max_cores or self.allocation.cpus)
+        super().__init__(max_workers=max_workers,
+                         max_cores=allocation_max_cores(max_cores, self.allocation))
         self._logs: dict[str, Optional[Path]] = {}
 
     def check_resources(self, resources: dict) -> None:
@@ -384,7 +398,7 @@ class SrunPoolSpawner(WorkerPoolSpawner):
             raise ValueError(f"restart_limit must be an int >= 0, got {restart_limit!r}")
         self.restart_limit = restart_limit
         full = merge_resources(resources, None)
-        max_cores = max_cores or self.allocation.cpus
+        max_cores = allocation_max_cores(max_cores, self.allocation)
         self.check_step_resources(full, max_cores)
         cpus = full["cores"] * full["threads_per_core"]
         workers = max(1, max_cores // cpus) if max_workers is None else min(max_workers, max(1, max_cores // cpus))

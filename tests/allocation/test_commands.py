@@ -146,7 +146,7 @@ def test_step_states_from_slurms_messages() -> None:
 
 # -- flux ------------------------------------------------------------------------------------------------
 FLUX = Allocation(job_id="local:///run/flux/local", cpus=4, nodes=1, ntasks=None,
-                  source="flux resource list", gpus=None)
+                  source="flux resource list", gpus=None, kind="flux instance")
 
 
 def test_flux_run_command() -> None:
@@ -235,3 +235,16 @@ def test_flux_task_command_ends_with_the_worker(tmp_path: Path) -> None:
     assert spawner.max_cores == 4
     with pytest.raises(ValueError, match="more than the flux instance"):
         spawner.check_resources(resources(cores=8))
+
+
+def test_max_cores_beyond_the_allocation_is_an_error() -> None:
+    assert SrunSpawner(allocation=TWO_CPUS, max_cores=1).max_cores == 1
+    with pytest.raises(ValueError, match=r"max_cores = 8 exceeds the SLURM allocation 42 \(2 CPU"):
+        SrunSpawner(allocation=TWO_CPUS, max_cores=8)
+
+
+def test_flux_max_cores_beyond_the_instance() -> None:
+    from executorlib.spawners.flux_allocation import FluxAllocationSpawner
+
+    with pytest.raises(ValueError, match=r"max_cores = 8 exceeds the flux instance local:///run/flux/local"):
+        FluxAllocationSpawner(allocation=FLUX, max_cores=8)
