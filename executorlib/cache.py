@@ -25,7 +25,9 @@ import uuid
 from concurrent.futures import CancelledError, Future
 from typing import Any, Iterable, Optional, Union
 
+from executorlib.claims import claim_is_stale
 from executorlib.errors import CacheCorruptedError, JobFailedError
+from executorlib.monitor import Seen, StatusMonitor, ended_without_result
 from executorlib.result_index import INDEX_DIR
 from executorlib.spawners.base import JobStatus, Spawner
 from executorlib.store import TaskStore, folder_size, write_cancelled
@@ -222,16 +224,22 @@ class _Watch:
 
     def __init__(self, store: TaskStore, key: str, future: Future, spawners: _Spawners):
         self.store, self.key, self.future, self.spawners = store, key, future, spawners
-        self.missing_since: Optional[float] = None  # since when no job (or no live job) is seen
+        self.missing_since: Optional[float] = None  # since when no job (nor a live claim) is seen
         self.job_id: Optional[str] = None
         self.backend: Optional[str] = None
 
-    def follow(self, job: Optional[dict]) -> None:
+    def follow(self, job: Optional[dict], monitor: StatusMonitor) -> None:
         """Track the job that job.json names now; a new job restarts the grace period."""
         job_id = str(job["job_id"]) if job and job.get("state") == "submitted" and job.get("job_id") else None
         if job_id != self.job_id:
+            monitor.forget(self.label)
             self.job_id, self.missing_since = job_id, None
         self.backend = job.get("backend") if job else None
+
+    @property
+    def label(self) -> Optional[str]:
+        """The job, as the monitor knows it (job ids of two backends may be equal)."""
+        return None if self.job_id is None else f"{self.backend}:{self.job_id}"
 
     def grace(self) -> float:
         try:
@@ -242,7 +250,8 @@ class _Watch:
 
 class _Watcher:
     """One background thread for every Future of get_future_from_cache: one status query per
-    backend and pass, passes backing off while nothing changes."""
+    backend and pass, passes backing off while nothing changes; the states mean what they mean
+    for an Executor (executorlib.monitor)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -250,6 +259,7 @@ class _Watcher:
         self._thread: Optional[threading.Thread] = None
         self._wake = threading.Event()
         self._spawners: dict[Optional[str], _Spawners] = {}  # shared: one query per backend and pass
+        self._monitor = StatusMonitor()
 
     def spawners(self, backend: Optional[str]) -> _Spawners:
         with self._lock:
@@ -275,7 +285,7 @@ class _Watcher:
                     return
             try:
                 changed = self._pass(watches)
-            except Exception as error:  # noqa: BLE001 - a bug here must not leave Futures hanging
+            except BaseException as error:  # noqa: BLE001 - a bug here must not leave Futures hanging
                 for watch in watches:
                     _fail(watch.future, RuntimeError(f"watching the cache failed: {error!r}"))
                 changed = True
@@ -292,7 +302,7 @@ class _Watcher:
                 changed = True
                 continue
             job = watch.store.read_job(watch.key)
-            watch.follow(job)
+            watch.follow(job, self._monitor)
             if watch.job_id is not None:
                 asking.setdefault(id(watch.spawners), set()).add((watch.backend, watch.job_id))
             elif self._without_job(watch, job):
@@ -309,18 +319,15 @@ class _Watcher:
             if (watch.backend, watch.job_id) not in found:  # could not ask: wait for the result
                 continue
             status = found[(watch.backend, watch.job_id)]
-            if status is not None and status.active:
-                watch.missing_since = None
-                if status.running and not watch.future.running():
-                    watch.future.set_running_or_notify_cancel()
-                continue
-            if watch.store.has_result(watch.key):
+            seen = self._monitor.judge(watch.label, status, lambda w=watch: w.store.has_result(w.key),  # type: ignore[arg-type]
+                                       watch.grace(), now)
+            if seen is Seen.RUNNING and not watch.future.running():
+                watch.future.set_running_or_notify_cancel()
+            elif seen is Seen.RESULT:
                 _resolve(watch)
                 changed = True
-                continue
-            if watch.missing_since is None:
-                watch.missing_since = now
-            elif now - watch.missing_since > watch.grace():
+            elif seen is Seen.GONE:
+                self._monitor.forget(watch.label)
                 _fail(watch.future, _job_gone(watch, status))
                 changed = True
         return changed
@@ -328,13 +335,11 @@ class _Watcher:
     @staticmethod
     def _without_job(watch: _Watch, job: Optional[dict]) -> bool:
         """Settle tasks that have no live job; True when the Future was resolved."""
-        from executorlib.scheduler import Scheduler
-
         state = (job or {}).get("state")
         if state == "cancelled":
             _fail(watch.future, CancelledError(f"the job of task {watch.key} was cancelled"))
             return True
-        if state == "claimed" and not Scheduler._claim_is_stale(job):  # type: ignore[arg-type]
+        if state == "claimed" and not claim_is_stale(job):  # type: ignore[arg-type]
             watch.missing_since = None
             return False
         now = time.monotonic()
@@ -367,9 +372,7 @@ def _resolve(watch: _Watch) -> None:
     resolve_from_store(watch.store, watch.key, watch.future)
 
 
-def _job_gone(watch: _Watch, status: Optional[JobStatus]) -> JobFailedError:
-    from executorlib.scheduler import job_failure
-
+def _job_gone(watch: _Watch, status: Optional[JobStatus]) -> BaseException:
     job_id = watch.job_id
     final = status.state if status is not None else None
     try:
@@ -378,7 +381,7 @@ def _job_gone(watch: _Watch, status: Optional[JobStatus]) -> JobFailedError:
         what = spawner.describe(job_id)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001
         what = f"job {job_id}"
-    return job_failure(watch.store, watch.key, job_id, final, what)
+    return ended_without_result(watch.store, watch.key, job_id, final, what)  # type: ignore[arg-type]
 
 
 def get_key(future: Future) -> str:

@@ -39,7 +39,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from executorlib.store import JOB_FILE, _temporary_name, write_atomic
+from executorlib.files import JOB_FILE, temporary_name, write_json
 
 if TYPE_CHECKING:
     from executorlib.store import TaskStore
@@ -207,13 +207,6 @@ def _path(store: "TaskStore", key: str) -> Path:
     return store.path(key, JOB_FILE)
 
 
-def _write(path: Path, data: dict, exclusive: bool = False) -> bool:
-    def fill(tmp: Path) -> None:
-        tmp.write_text(json.dumps(data))
-
-    return write_atomic(path, fill, exclusive=exclusive, durable=False)
-
-
 def read_job(store: "TaskStore", key: str) -> Optional[dict]:
     """The task's job.json, or None when there is none (or junk: atomic writes never tear one)."""
     try:
@@ -224,11 +217,13 @@ def read_job(store: "TaskStore", key: str) -> Optional[dict]:
         return None
 
 
-def claim(store: "TaskStore", key: str, backend: str) -> Optional[dict]:
+def claim(store: "TaskStore", key: str, backend: str, holder: str = "") -> Optional[dict]:
     """Atomically take the right to submit ``key``: the claim record written, or None when
-    another process holds the task. OSError (a full or read-only disk) passes to the caller."""
-    record = {"state": CLAIMED, "backend": backend, "tag": uuid.uuid4().hex[:16], **owner(store.directory)}
-    return record if _write(_path(store, key), record, exclusive=True) else None
+    another process holds the task. ``holder`` names the claimant within the process (a
+    scheduler). OSError (a full or read-only disk) passes to the caller."""
+    record = {"state": CLAIMED, "backend": backend, "tag": uuid.uuid4().hex[:16], "holder": holder,
+              **owner(store.directory)}
+    return record if write_json(_path(store, key), record, exclusive=True) else None
 
 
 def release(store: "TaskStore", key: str, expected: Optional[dict] = None) -> bool:
@@ -239,7 +234,7 @@ def release(store: "TaskStore", key: str, expected: Optional[dict] = None) -> bo
     meantime is put back and False is returned.
     """
     path = _path(store, key)
-    moved = _temporary_name(path)
+    moved = temporary_name(path)
     try:
         os.rename(path, moved)
     except FileNotFoundError:
@@ -262,13 +257,27 @@ def release(store: "TaskStore", key: str, expected: Optional[dict] = None) -> bo
         moved.unlink(missing_ok=True)
 
 
+def discard_junk(store: "TaskStore", key: str) -> bool:
+    """Rename away a job.json that does not parse (damaged on disk: records are written atomically,
+    so junk is never a write in flight); True when one was removed."""
+    path = _path(store, key)
+    try:
+        json.loads(path.read_text())
+        return False
+    except FileNotFoundError:
+        return False
+    except (ValueError, OSError):
+        pass
+    return release(store, key)
+
+
 def write_job(store: "TaskStore", key: str, backend: str, job_id: str,
               log: Optional[os.PathLike | str] = None, tag: str = "") -> None:
     """Record the job of ``key``; ``log`` is its output file when not the default job.out."""
     record = {"state": SUBMITTED, "backend": backend, "job_id": str(job_id), "tag": tag, **owner()}
     if log is not None:
         record["log"] = str(log)
-    _write(_path(store, key), record)
+    write_json(_path(store, key), record)
 
 
 def job_log(store: "TaskStore", key: str, record: Optional[dict] = None) -> Path:

@@ -1,50 +1,76 @@
 """The scheduler loop: one background thread per Executor.
 
-It takes tasks from ``Executor.submit``, claims and submits them through a spawner (at once with
-their parents' job ids when the job scheduler handles dependencies, or when their parents are done
-otherwise), asks the spawner for the states of all its jobs in one call per pass, and resolves
-Futures from the task store. Passes back off while nothing changes. It never imports a spawner:
+Each pass is a short sequence of named steps::
+
+    take new calls   write their task files, link them to their parents, claim them
+    watch claims     follow tasks another process claimed; ask the spawner for the tagged jobs of
+                     dead claimants (a client killed between sbatch and the job record)
+    ask the monitor  the states of every job in one query (or, between queries, a look on disk
+                     for the results of running jobs)
+    resolve          set the Futures of finished tasks, release or fail their children
+    submit ready     hand the claimed tasks whose parents allow it to the spawner
+
+Every task is in exactly one :class:`State`. The parts live in their own modules: the claim
+protocol of a task folder (:mod:`executorlib.claims`), the dependency edges
+(:mod:`executorlib.deps`), the interpretation of job states (:mod:`executorlib.monitor`, shared
+with the cache tools) and the timing (:mod:`executorlib.cadence`). It never imports a spawner:
 it is handed one.
 
 Futures move only through ``set_running_or_notify_cancel``, ``set_result`` and
-``set_exception``, so ``wait``, ``as_completed``, callbacks and ``cancel`` behave as usual.
+``set_exception``, so ``wait``, ``as_completed``, callbacks and ``cancel`` behave as usual. Two
+identical calls (the same key in a cache the user named) share one task, but each keeps its own
+Future: cancelling one leaves the other following the job, which is cancelled only when no
+Future follows it any more.
 """
 
 from __future__ import annotations
 
-import collections
+import enum
+import errno as errno_module
 import logging
 import os
 import queue
-import socket
+import re
 import threading
 import time
+import uuid
 from concurrent.futures import CancelledError, Future
 from typing import Callable, Optional
 
-from executorlib.errors import DependencyError, JobFailedError, SubmissionError
+from executorlib import claims
+from executorlib.cadence import Cadence
+from executorlib.deps import Dependencies
+from executorlib.errors import DependencyError, JobFailedError, SubmissionError, TaskExitError
+from executorlib.files import JOB_FILE, TASK_FILE
+from executorlib.monitor import Seen, StatusMonitor, StatusUnavailable, ended_without_result, job_failure, log_tail
 from executorlib.spawners.base import JobSpec, Spawner, worker_command
 from executorlib.store import TaskStore
 from executorlib.task import Task
 
-__all__ = ["Scheduler", "resolve_from_store"]
+__all__ = ["Scheduler", "State", "resolve_from_store", "job_failure", "log_tail"]
 
-#: seconds of pause per running job between two looks for their results (a stat each, ~10 us):
-#: 1,000 running jobs are looked at every second, about 1 % of a core
-LOOK_COST = 0.001
 #: seconds the loop spends at most on the Executor's messages before a pass over its tasks
 DRAIN_BUDGET = 0.1
 
 log = logging.getLogger("executorlib")
 
-#: a claim by another process older than this, whose owner cannot be checked, is stale
-CLAIM_TIMEOUT = 600.0
-#: give up on a job scheduler that has not answered status queries for this long
-STATUS_FAILURE_TIMEOUT = 600.0
-#: how many trailing lines of a job's log an error message quotes
-LOG_TAIL_LINES = 15
+
+class State(enum.Enum):
+    """Where one unfinished task of the loop stands (a finished task leaves the loop)."""
+
+    CLAIM_WATCH = "another live process claimed it: its job is followed once it has one"
+    FIND_TAGGED = "a dead process claimed it with a tag: ask the spawner for a job carrying the tag"
+    WAITING_PARENTS = "claimed by this loop; a parent is not done (or has no job id) yet"
+    READY = "claimed by this loop; waiting for the spawner's capacity"
+    SUBMITTED = "its job, submitted by this loop, is queued or running"
+    ATTACHED_UNCONFIRMED = "following a job of an earlier run, not yet seen alive"
+    ATTACHED = "following a job of an earlier run or of another process, seen alive"
 
 
+_WITH_JOB = (State.SUBMITTED, State.ATTACHED_UNCONFIRMED, State.ATTACHED)
+
+
+# -- resolving a Future from the store ---------------------------------------------------------------
 def _set_running(future: Future) -> bool:
     """Move a pending Future to running; False if it was cancelled (or is already done)."""
     if future.running():
@@ -54,65 +80,110 @@ def _set_running(future: Future) -> bool:
     return future.set_running_or_notify_cancel()
 
 
+def _as_future_error(error: BaseException) -> BaseException:
+    """A SystemExit or KeyboardInterrupt never reaches result(): it would end the caller."""
+    if isinstance(error, (SystemExit, KeyboardInterrupt)):
+        return TaskExitError.from_exception(error)
+    return error
+
+
 def resolve_from_store(store: TaskStore, key: str, future: Future) -> None:
-    """Resolve ``future`` with the stored outcome of ``key`` (errors go onto the Future too)."""
+    """Resolve ``future`` with the stored outcome of ``key`` (errors go onto the Future too,
+    also a BaseException raised while the result is unpickled)."""
     if not _set_running(future):
         return
     try:
         outcome = store.read_result(key)
-    except Exception as error:  # noqa: BLE001 - e.g. CacheCorruptedError, unpickling errors
-        future.set_exception(error)
+    except BaseException as error:  # noqa: BLE001 - e.g. CacheCorruptedError, a __setstate__ raising
+        future.set_exception(_as_future_error(error))
         return
     if outcome.ok:
         future.set_result(outcome.value)
-    else:
-        error = outcome.error
-        if outcome.traceback and isinstance(error, BaseException):
+        return
+    error = outcome.error
+    if isinstance(error, BaseException):
+        error = _as_future_error(error)
+        if outcome.traceback:
             note = f"Traceback of the remote task {key}:\n{outcome.traceback}"
             if hasattr(error, "add_note"):
                 if note not in getattr(error, "__notes__", ()):
                     error.add_note(note)
             else:  # Python < 3.11
                 error.args = (*error.args, note) if error.args else (note,)
-        future.set_exception(error)
+    else:
+        error = RuntimeError(f"task {key} stored {error!r} as its error")
+    future.set_exception(error)
 
 
-def log_tail(path: Optional[os.PathLike], lines: int = LOG_TAIL_LINES) -> str:
-    """The last ``lines`` lines of a job's output file, or '' when there is none."""
-    if path is None:
-        return ""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16_384))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+# -- errors ----------------------------------------------------------------------------------------------
+def _errno_of(error: BaseException) -> Optional[int]:
+    code = getattr(error, "errno", None)
+    if isinstance(code, int):
+        return code
+    found = re.search(r"errno = (\d+)", str(error))  # h5py's messages
+    return int(found.group(1)) if found else None
 
 
+def write_failure(what: str, path: os.PathLike | str, error: BaseException) -> OSError:
+    """The OSError of a failed cache write: what, the path and the errno (e.g. a full disk)."""
+    code = _errno_of(error)
+    if code is None:
+        problem = OSError(f"cannot write {what} {path}: {error}")
+    else:
+        name = errno_module.errorcode.get(code, "?")
+        problem = OSError(code, f"cannot write {what} {path}: {os.strerror(code)} ({name})", str(path))
+    problem.__cause__ = error
+    return problem
+
+
+def _parent_problem(parent_key: str, parent: Future) -> Optional[DependencyError]:
+    """The error for a child of a finished parent Future, or None when the parent succeeded."""
+    if parent.cancelled():
+        return DependencyError(f"parent task {parent_key} was cancelled")
+    error = parent.exception()
+    return None if error is None else _problem_of(parent_key, error)
+
+
+def _problem_of(parent_key: str, error: BaseException) -> DependencyError:
+    if isinstance(error, CancelledError):
+        return DependencyError(f"parent task {parent_key} was cancelled")
+    problem = DependencyError(f"parent task {parent_key} failed with {type(error).__name__}: {error}")
+    problem.__cause__ = error
+    return problem
+
+
+# -- the loop's bookkeeping --------------------------------------------------------------------------
 class _Entry:
-    """The scheduler's bookkeeping for one unresolved task."""
+    """One unfinished task: its state, the Futures that follow it, its claim and its job."""
 
-    __slots__ = ("task", "job_id", "waiting_on", "children", "missing_since", "claimed", "attached",
-                 "confirmed")
+    __slots__ = ("task", "followers", "state", "claim", "job_id")
 
     def __init__(self, task: Task):
         self.task = task
+        self.followers: list[Future] = [task.future]
+        self.state: Optional[State] = None
+        self.claim: Optional[dict] = None  # our claim record while we hold the claim
         self.job_id: Optional[str] = None
-        self.waiting_on: set[str] = set()  # parent keys not yet satisfied
-        self.children: list[str] = []
-        self.missing_since: Optional[float] = None
-        self.claimed = False
-        self.attached = False  # the job was submitted by an earlier run or another process
-        # False for an attached job until a status query shows it queued or running: a job of an
-        # earlier run may have died, and children must not get afterok on a dead (or forgotten,
-        # which SLURM counts as satisfied) job id
-        self.confirmed = True
+
+    @property
+    def key(self) -> str:
+        return self.task.key
+
+    @property
+    def started(self) -> bool:
+        return any(f.running() for f in self.followers)
+
+    def __repr__(self) -> str:
+        state = self.state.name if self.state else "NEW"
+        return f"<task {self.key} {state} job={self.job_id} futures={len(self.followers)}>"
 
 
 class Scheduler:
-    """Owns the background thread that moves the tasks of one Executor."""
+    """Owns the background thread that moves the tasks of one Executor.
+
+    ``broken`` is the error that ended the loop, or None: once set, every unfinished Future has
+    failed with it and :meth:`add` raises.
+    """
 
     def __init__(self, store: TaskStore, spawner: Spawner, refresh_rate: float = 0.01,
                  on_exit: Optional[Callable[[], None]] = None):
@@ -120,41 +191,71 @@ class Scheduler:
         self.spawner = spawner
         self.refresh_rate = refresh_rate
         self.on_exit = on_exit  # called by the thread after its last task (removes a temporary cache)
+        self.broken: Optional[BaseException] = None
+        self._holder = uuid.uuid4().hex[:12]  # this loop, in its claim records
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._entries: dict[str, _Entry] = {}
-        self._by_job: dict[str, str] = {}  # job id -> key
-        self._ready: collections.deque[str] = collections.deque()
-        self._claim_watch: set[str] = set()
-        self._closing = False
-        self._cancel_all = False
+        self._in: dict[State, dict[str, None]] = {state: {} for state in State}  # ordered per state
+        self._jobs: dict[str, str] = {}  # job id -> key, for the tasks in a state with a job
+        self._seen_running: set[str] = set()  # job ids running at the last status query
+        self._deps = Dependencies()
+        self._monitor = StatusMonitor()
+        self._cadence = Cadence(refresh_rate, spawner.min_poll_interval, spawner.max_poll_interval)
+        self._stopping = False  # shutdown() was called (any thread)
+        self._closing = False  # the loop took the shutdown message
+        self._cancelling = False
+        self._detaching = False
+        self._tag_failures_logged = False
+        self._index_failures_logged = False
         self._idle = threading.Event()
         self._idle.set()
         # set once the tasks submitted before shutdown() were handed to the spawner (those that can
         # go now), so that shutdown(wait=False) followed by the end of the process loses none
         self._handed_over = threading.Event()
-        self._status_failing_since: Optional[float] = None
-        # job ids seen running by the last status query: _look_for_results checks their results
-        # between queries when the spawner's min_poll_interval spaces the queries out
-        self._running: set[str] = set()
+        self._dead_lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, name="executorlib-scheduler", daemon=True)
         self._thread.start()
 
     # -- API for the Executor (any thread) ---------------------------------------------------------
     def add(self, task: Task) -> None:
+        """Take a task; RuntimeError once the loop is broken or shut down."""
+        if self.broken is not None:
+            raise RuntimeError(f"the executorlib scheduler thread failed: {self.broken!r}; "
+                               "create a new Executor") from self.broken
+        if self._stopping:
+            raise RuntimeError("cannot schedule new futures after shutdown")
         self._idle.clear()
         self._inbox.put(("add", task))
         task.future.add_done_callback(self._on_done)
+        if not self._thread.is_alive():  # it ended meanwhile: nobody else will take the task
+            self._fail_inbox()
 
     def _on_done(self, future: Future) -> None:
         if future.cancelled():
             self._inbox.put(("cancelled", future))
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Stop taking tasks; the thread ends after the last one. ``wait`` joins it;
+        ``cancel_futures`` cancels every task not started (and its job)."""
+        self._stopping = True
         self._inbox.put(("shutdown", cancel_futures))
         if wait:
-            self._thread.join()
+            if threading.current_thread() is not self._thread:
+                self._thread.join()
         elif threading.current_thread() is not self._thread:  # e.g. a callback dropping the Executor
             self._handed_over.wait()
+
+    def detach(self, timeout: Optional[float] = None) -> None:
+        """Hand every task over to the spawner (those that can go now), then end the thread
+        without waiting for the jobs, which keep running (for the end of the process: a later
+        process reattaches through the cache). Futures not done stay pending."""
+        self._stopping = True
+        self._inbox.put(("detach", None))
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    #: kept for callers of the former name; use executorlib.claims.claim_is_stale
+    _claim_is_stale = staticmethod(claims.claim_is_stale)
 
     @property
     def pending(self) -> int:
@@ -165,69 +266,79 @@ class Scheduler:
 
     # -- the loop ----------------------------------------------------------------------------------
     def _main(self) -> None:
-        interval = self.refresh_rate
-        # the spawner's floor between two status queries: new messages wake the loop, but do not
-        # make it query; between queries it looks on disk for the results of running jobs
-        floor = self.spawner.min_poll_interval
-        next_poll = next_look = 0.0
-        poll_gap = floor
         try:
             while True:
-                wait = interval
-                if floor > 0:
-                    if not self._running:
-                        wait = max(interval, floor)
-                    if self._by_job:
-                        wait = min(wait, max(next_poll - time.monotonic(), 0.0))
-                changed = self._drain_inbox(wait)
-                if self._closing and not self._entries:
+                changed = self._take_messages(self._cadence.wait(bool(self._jobs), bool(self._seen_running)))
+                if self._closing and (not self._entries or self._detaching and self._handed_over.is_set()):
                     break
                 now = time.monotonic()
-                polled = False
-                if now >= next_poll and self._by_job:
-                    changed |= self._poll()
-                    polled = True
-                elif self._running and now >= next_look:
+                polled = bool(self._jobs) and self._cadence.poll_due(now)
+                if polled:
+                    changed |= self._ask_monitor()
+                elif self._seen_running and self._cadence.look_due(now, len(self._seen_running)):
                     changed |= self._look_for_results()
-                    next_look = now + max(self.refresh_rate, len(self._running) * LOOK_COST)
                 changed |= self._watch_claims()
+                changed |= self._find_tagged()
                 changed |= self._submit_ready()
                 if self._closing:
                     self._handed_over.set()
                 if not self._entries:
                     self._idle.set()
-                    self.store.flush_index(quiet=2.0)
-                if changed:
-                    interval = self.refresh_rate
-                else:
-                    interval = min(max(interval * 1.5, self.refresh_rate), self.spawner.max_poll_interval)
-                if floor > 0:  # the gap between status queries backs off from the floor
-                    if changed:
-                        poll_gap = floor
-                    elif polled:
-                        poll_gap = min(poll_gap * 1.5, max(floor, self.spawner.max_poll_interval))
-                    if polled:
-                        next_poll = now + poll_gap
-                    elif changed:  # activity (e.g. new jobs): the next query comes within the floor
-                        next_poll = min(next_poll, now + floor)
-        except BaseException as error:  # noqa: BLE001 - a bug here must not leave Futures hanging
+                    self._flush_index(quiet=2.0)
+                self._cadence.after_pass(now, changed, polled)
+        except BaseException as error:  # noqa: BLE001 - the loop must never die silently
+            self.broken = error
             log.exception("executorlib scheduler loop failed")
+            failure = RuntimeError(f"the executorlib scheduler thread failed: {error!r}")
+            failure.__cause__ = error
             for entry in list(self._entries.values()):
-                failure = RuntimeError(f"the executorlib scheduler thread failed: {error!r}")
-                failure.__cause__ = error
-                self._fail(entry, failure, cascade=False)
+                for future in entry.followers:
+                    if _set_running(future):
+                        future.set_exception(failure)
+            self._entries.clear()
         finally:
             self._idle.set()
             self._handed_over.set()
-            self.spawner.close()
-            self.store.flush_index()
-            if self.on_exit is not None:
-                self.on_exit()
+            self._fail_inbox()
+            for step in (self.spawner.close, self._flush_index, self.on_exit):
+                if step is None:
+                    continue
+                try:
+                    step()
+                except Exception as error:  # noqa: BLE001
+                    log.warning("executorlib scheduler: %s at exit failed: %s", step, error)
 
-    def _drain_inbox(self, timeout: float) -> bool:
+    def _fail_inbox(self) -> None:
+        """Fail the tasks of messages that no loop will take (the thread ended)."""
+        with self._dead_lock:
+            while True:
+                try:
+                    kind, payload = self._inbox.get_nowait()
+                except queue.Empty:
+                    return
+                if kind != "add" or payload.future.done():
+                    continue
+                if self.broken is not None:
+                    error = RuntimeError(f"the executorlib scheduler thread failed: {self.broken!r}")
+                    error.__cause__ = self.broken
+                else:
+                    error = RuntimeError("cannot schedule new futures after shutdown")
+                if _set_running(payload.future):
+                    payload.future.set_exception(error)
+
+    def _flush_index(self, quiet: Optional[float] = None) -> None:
+        """Write the packs of small results read (speed only: a failure is logged, never raised)."""
+        try:
+            self.store.flush_index(quiet=quiet)
+        except Exception as error:  # noqa: BLE001 - e.g. a full disk
+            if not self._index_failures_logged:
+                self._index_failures_logged = True
+                log.warning("executorlib: writing the result packs of %s failed: %s", self.store.directory, error)
+
+    # -- step 1: take new calls ------------------------------------------------------------------------
+    def _take_messages(self, timeout: float) -> bool:
         """Handle the messages of the Executor; a burst of submissions is taken in slices of
         DRAIN_BUDGET seconds, so that the first tasks start while later ones are still written."""
-        changed = False
         try:
             message = self._inbox.get(timeout=timeout)
         except queue.Empty:
@@ -244,134 +355,191 @@ class Scheduler:
             elif kind == "shutdown":
                 self._closing = True
                 if payload:
-                    self._cancel_everything()
-            changed = True
+                    self._cancel_not_started()
+            elif kind == "detach":
+                self._closing = self._detaching = True
             if time.monotonic() > deadline:
-                return changed
+                return True
             try:
                 message = self._inbox.get_nowait()
             except queue.Empty:
-                return changed
+                return True
 
-    # -- registration --------------------------------------------------------------------------------
     def _register(self, task: Task) -> None:
         key = task.key
         if task.future.done():
             return
-        if key in self._entries:  # the same call submitted twice: follow the first one
-            first = self._entries[key].task.future
-            first.add_done_callback(lambda f, mine=task.future: _copy_outcome(f, mine))
+        entry = self._entries.get(key)
+        if entry is not None:  # an identical call: one more Future following the same task
+            entry.followers.append(task.future)
+            if entry.started:
+                _set_running(task.future)
             return
-        entry = _Entry(task)
-        self._entries[key] = entry
+        entry = self._entries[key] = _Entry(task)
         if task.pickled is not None:
             try:
                 self.store.write_task(key, task.fn_name, task.pickled, task.resources, list(task.parents))
             except Exception as error:  # noqa: BLE001 - e.g. a full disk: this task fails
-                self._fail(entry, error)
+                self._fail(entry, write_failure("the task file", self.store.path(key, TASK_FILE), error))
                 return
             task.pickled = None  # written: no second copy of large arguments in memory
+        batch = self.spawner.submits_with_dependencies
         for parent_key, parent in task.parents.items():
             parent_entry = self._entries.get(parent_key)
-            if parent.done():
+            if parent_entry is not None:  # a task of this loop: follow it, not the Future given
+                released = batch and parent_entry.state in (State.SUBMITTED, State.ATTACHED)
+                self._deps.add(key, parent_key, blocking=not released)
+            elif parent.done():
                 problem = _parent_problem(parent_key, parent) or self._import_result(parent_key, parent)
                 if problem is not None:
                     self._fail(entry, problem)
                     return
-            elif parent_entry is not None and parent_entry.task.future is parent:
-                if not (self.spawner.submits_with_dependencies and parent_entry.job_id
-                        and parent_entry.confirmed):
-                    entry.waiting_on.add(parent_key)
-                    parent_entry.children.append(key)
             else:  # a Future of another Executor: wait until it is done
-                entry.waiting_on.add(parent_key)
-                parent.add_done_callback(
-                    lambda f, k=key, p=parent_key: self._inbox.put(("parent_done", (k, p)))
-                )
-        self._take_over_or_claim(entry)
+                self._deps.add(key, parent_key)
+                parent.add_done_callback(lambda f, k=key, p=parent_key: self._inbox.put(("parent_done", (k, p))))
+        self._decide(entry)
 
-    def _take_over_or_claim(self, entry: _Entry) -> None:
-        """Decide who runs the task: a job from an earlier run, another live process, or us."""
-        key = entry.task.key
+    def _move(self, entry: _Entry, state: Optional[State]) -> None:
+        if entry.state is not None:
+            self._in[entry.state].pop(entry.key, None)
+        entry.state = state
+        if state is not None:
+            self._in[state][entry.key] = None
+
+    # -- step 2: claim --------------------------------------------------------------------------------------
+    def _decide(self, entry: _Entry) -> None:
+        """Who runs the task: a job from an earlier run, another live process, or us."""
+        key = entry.key
         if self.store.has_result(key):
             self._resolve(entry)
             return
-        record = self.store.read_job(key)
-        if record is None:
-            if self.store.claim(key, self.spawner.name):
-                self._claimed(entry)
-            else:
-                self._claim_watch.add(key)
+        record = claims.read_job(self.store, key)
+        state = record.get("state") if record else None
+        if state == claims.SUBMITTED and record.get("backend") == self.spawner.name and record.get("job_id"):
+            self._attach(entry, str(record["job_id"]))
             return
-        if record.get("state") == "submitted" and record.get("backend") == self.spawner.name:
-            self._attach(entry, record["job_id"])
-        elif record.get("state") == "claimed" and not self._claim_is_stale(record):
-            self._claim_watch.add(key)
-        else:  # a dead claimant, a cancelled job or a job of another backend: submit again
-            self.store.release_stale_claim(key, record)
-            if self.store.claim(key, self.spawner.name):
-                self._claimed(entry)
-            else:
-                self._claim_watch.add(key)
+        if state == claims.CLAIMED:
+            if record.get("holder") == self._holder and claims.is_own_claim(record):
+                self._claimed(entry, record)  # our own leftover (its release failed)
+                return
+            if not claims.claim_is_stale(record):
+                self._move(entry, State.CLAIM_WATCH)
+                return
+            if record.get("tag") and record.get("backend") == self.spawner.name:
+                entry.claim = record  # the dead claimant may have submitted a job already
+                self._move(entry, State.FIND_TAGGED)
+                return
+        if record is not None:  # a dead claimant, a cancelled job or a job of another backend
+            if not self._release(entry, record):
+                self._move(entry, State.CLAIM_WATCH)  # another process was faster: follow it
+                return
+        self._claim(entry)
 
-    def _claimed(self, entry: _Entry) -> None:
-        entry.claimed = True
-        if not entry.waiting_on:
-            self._ready.append(entry.task.key)
+    def _claim(self, entry: _Entry) -> None:
+        try:
+            record = claims.claim(self.store, entry.key, self.spawner.name, holder=self._holder)
+            if record is None and claims.discard_junk(self.store, entry.key):  # a damaged record
+                record = claims.claim(self.store, entry.key, self.spawner.name, holder=self._holder)
+        except Exception as error:  # noqa: BLE001 - a full or read-only disk: this task fails
+            self._fail(entry, write_failure("the claim", self.store.path(entry.key, JOB_FILE), error))
+            return
+        if record is None:
+            self._move(entry, State.CLAIM_WATCH)
+        else:
+            self._claimed(entry, record)
+
+    def _claimed(self, entry: _Entry, record: dict) -> None:
+        entry.claim = record
+        self._move(entry, State.WAITING_PARENTS if self._deps.blocked(entry.key) else State.READY)
+
+    def _release(self, entry: _Entry, expected: Optional[dict] = None) -> bool:
+        """Remove the task's record (ours, or a stale one); False when another process replaced it.
+        A failure to remove ours is logged: the record names this loop, which takes it up again."""
+        try:
+            return claims.release(self.store, entry.key, expected)
+        except Exception as error:  # noqa: BLE001 - e.g. a read-only disk
+            log.warning("executorlib: %s", write_failure("the release of the claim",
+                                                         self.store.path(entry.key, JOB_FILE), error))
+            return expected is None
+
+    def _release_claim(self, entry: _Entry) -> None:
+        """Give up our claim of a task that has no job (not cached: a rerun submits again)."""
+        if entry.claim is not None and entry.job_id is None and entry.claim.get("holder") == self._holder:
+            self._release(entry)
+        entry.claim = None
 
     def _attach(self, entry: _Entry, job_id: str) -> None:
         entry.job_id = job_id
-        entry.attached = True
-        entry.confirmed = False  # children wait until _poll sees the job alive
-        self._by_job[job_id] = entry.task.key
-
-    @staticmethod
-    def _claim_is_stale(record: dict) -> bool:
-        if record.get("host") == socket.gethostname():
-            try:
-                os.kill(int(record["pid"]), 0)
-            except ProcessLookupError:
-                return True
-            except (PermissionError, KeyError, ValueError):
-                pass
-            return False
-        return time.time() - float(record.get("time", 0)) > CLAIM_TIMEOUT
+        self._jobs[job_id] = entry.key
+        self._move(entry, State.ATTACHED_UNCONFIRMED)  # children wait until the job is seen alive
 
     def _watch_claims(self) -> bool:
         """Tasks another process claimed: follow its job once it has one, or take over."""
         changed = False
-        for key in list(self._claim_watch):
-            entry = self._entries.get(key)
-            if entry is None:
-                self._claim_watch.discard(key)
-                continue
-            record = self.store.read_job(key)
+        for key in list(self._in[State.CLAIM_WATCH]):
+            entry = self._entries[key]
             if self.store.has_result(key):
-                self._claim_watch.discard(key)
                 self._resolve(entry)
                 changed = True
-            elif record is None or record.get("state") != "claimed" or self._claim_is_stale(record):
-                self._claim_watch.discard(key)
-                self._take_over_or_claim(entry)
+                continue
+            record = claims.read_job(self.store, key)
+            if record is None or record.get("state") != claims.CLAIMED or claims.claim_is_stale(record):
+                self._decide(entry)
                 changed = True
         return changed
 
-    # -- dependencies ----------------------------------------------------------------------------
-    def _released_for_submission(self, entry: _Entry) -> None:
-        """``entry`` has a job id: children that only wait for parents' job ids may go."""
-        if not self.spawner.submits_with_dependencies:
-            return
-        for child_key in entry.children:
-            self._satisfy(child_key, entry.task.key)
-        entry.children = []
+    def _find_tagged(self) -> bool:
+        """Claims of dead processes that carry a tag: one question to the spawner for all of them.
+        A job carrying the tag is the one the dead claimant submitted: attach to it."""
+        waiting = list(self._in[State.FIND_TAGGED])
+        if not waiting:
+            return False
+        tags = {self._entries[key].claim["tag"]: key for key in waiting}  # type: ignore[index]
+        try:
+            found = self.spawner.find_tagged(list(tags))
+        except Exception as error:  # noqa: BLE001 - ask again in the next pass
+            if not self._tag_failures_logged:
+                self._tag_failures_logged = True
+                log.warning("executorlib: looking for the jobs of dead claimants failed (will retry): %s", error)
+            return False
+        for tag, key in tags.items():
+            entry = self._entries.get(key)
+            if entry is None or entry.state is not State.FIND_TAGGED:
+                continue
+            stale, entry.claim = entry.claim, None
+            if self.store.has_result(key):
+                self._resolve(entry)
+            elif not self._release(entry, stale):
+                self._decide(entry)  # another process took over first
+            elif tag not in found:
+                self._claim(entry)
+            else:
+                self._adopt(entry, str(found[tag]), tag)
+        return True
 
-    def _satisfy(self, child_key: str, parent_key: str) -> None:
-        child = self._entries.get(child_key)
-        if child is None:
-            return
-        child.waiting_on.discard(parent_key)
-        if not child.waiting_on and child.claimed and child.job_id is None:
-            self._ready.append(child_key)
+    def _adopt(self, entry: _Entry, job_id: str, tag: str) -> None:
+        """Record the job of a dead claimant (found by its tag) as the task's job, and follow it."""
+        try:
+            record = claims.claim(self.store, entry.key, self.spawner.name, holder=self._holder)
+            if record is None:
+                self._move(entry, State.CLAIM_WATCH)
+                return
+            claims.write_job(self.store, entry.key, self.spawner.name, job_id, tag=tag)
+        except Exception as error:  # noqa: BLE001 - a full or read-only disk: follow the job anyway
+            log.warning("executorlib: %s", write_failure("the job record", self.store.path(entry.key, JOB_FILE), error))
+        self._attach(entry, job_id)
+
+    # -- step 3: release ready ones -----------------------------------------------------------------
+    def _unblocked(self, key: str) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.state is State.WAITING_PARENTS:
+            self._move(entry, State.READY)
+
+    def _released_for_submission(self, entry: _Entry) -> None:
+        """``entry`` has a live job id: children the job scheduler holds on it may go."""
+        if self.spawner.submits_with_dependencies:
+            for child in self._deps.release_children(entry.key):
+                self._unblocked(child)
 
     def _parent_done(self, child_key: str, parent_key: str) -> None:
         child = self._entries.get(child_key)
@@ -381,8 +549,8 @@ class Scheduler:
         problem = _parent_problem(parent_key, parent) or self._import_result(parent_key, parent)
         if problem is not None:
             self._fail(child, problem)
-        else:
-            self._satisfy(child_key, parent_key)
+        elif self._deps.release(child_key, parent_key):
+            self._unblocked(child_key)
 
     def _import_result(self, parent_key: str, parent: Future) -> Optional[DependencyError]:
         """A successful parent of another Executor has its result in another cache: copy it
@@ -391,24 +559,21 @@ class Scheduler:
             return None
         try:
             self.store.write_result(parent_key, parent.result(), 0.0)
-        except Exception as error:  # noqa: BLE001 - e.g. a result that cannot be pickled
+        except Exception as error:  # noqa: BLE001 - e.g. a result that cannot be pickled, a full disk
             return DependencyError(
                 f"the result of parent task {parent_key} (from another Executor) cannot be "
                 f"stored in this Executor's cache {self.store.directory}: {error!r}")
         return None
 
-    # -- submission ------------------------------------------------------------------------------
     def _submit_ready(self) -> bool:
         changed = False
-        while self._ready:
-            key = self._ready[0]
-            entry = self._entries.get(key)
-            if entry is None or entry.job_id is not None or entry.task.future.done():
-                self._ready.popleft()
-                continue
+        ready = self._in[State.READY]
+        while ready:
+            key = next(iter(ready))
+            entry = self._entries[key]
             if not self.spawner.has_capacity(entry.task.resources):
                 break
-            self._ready.popleft()
+            self._move(entry, None)
             self._submit(entry)
             changed = True
         return changed
@@ -421,130 +586,123 @@ class Scheduler:
             if parent_entry is not None and parent_entry.job_id is not None:
                 dependencies.append(parent_entry.job_id)
         task_dir = self.store.task_dir(task.key)
-        spec = JobSpec(
-            key=task.key,
-            task_dir=task_dir,
-            function_name=task.fn_name,
-            resources=task.resources,
-            command=worker_command(task_dir, task.resources["cores"]),
-            log_path=self.store.log_path(task.key),
-        )
+        tag = (entry.claim or {}).get("tag", "")
+        spec = JobSpec(key=task.key, task_dir=task_dir, function_name=task.fn_name, resources=task.resources,
+                       command=worker_command(task_dir, task.resources["cores"]),
+                       log_path=self.store.log_path(task.key), tag=tag)
         try:
             job_id = self.spawner.submit(spec, dependencies)
-        except Exception as error:  # noqa: BLE001 - the error belongs to this task's Future
-            self.store.release_stale_claim(task.key)  # not cached: a corrected rerun submits again
+        except Exception as error:  # noqa: BLE001 - the error belongs to this task's Futures
             if not isinstance(error, SubmissionError):
                 wrapped = SubmissionError(f"submitting task {task.key} failed: {error}")
                 wrapped.__cause__ = error
                 error = wrapped
             self._fail(entry, error)
             return
-        self.store.write_job(task.key, self.spawner.name, job_id,
-                             log=self.spawner.log_file(task_dir, job_id))
+        try:
+            claims.write_job(self.store, task.key, self.spawner.name, job_id,
+                             log=self.spawner.log_file(task_dir, job_id), tag=tag)
+        except Exception as error:  # noqa: BLE001 - unrecorded, the job would be an orphan: cancel it
+            self._cancel_jobs([job_id])
+            self._fail(entry, write_failure(f"the record of {self.spawner.describe(job_id)} (cancelled)",
+                                            self.store.path(task.key, JOB_FILE), error))
+            return
         entry.job_id = job_id
-        self._by_job[job_id] = task.key
+        self._jobs[job_id] = task.key
+        self._move(entry, State.SUBMITTED)
         if not self.spawner.submits_with_dependencies:
-            _set_running(task.future)  # a local process runs from the start
+            for future in entry.followers:
+                _set_running(future)  # a local process runs from the start
         self._released_for_submission(entry)
 
-    # -- polling ---------------------------------------------------------------------------------
-    def _poll(self) -> bool:
-        if not self._by_job:
-            return False
+    # -- step 4: ask the monitor -----------------------------------------------------------------------
+    def _ask_monitor(self) -> bool:
         try:
-            states = self.spawner.states(list(self._by_job))
-        except Exception as error:  # noqa: BLE001 - a scheduler hiccup: retry, then give up
-            now = time.monotonic()
-            if self._status_failing_since is None:
-                self._status_failing_since = now
-                log.warning("querying the job scheduler failed (will retry): %s", error)
-            elif now - self._status_failing_since > STATUS_FAILURE_TIMEOUT:
-                for key in list(self._by_job.values()):
-                    entry = self._entries.get(key)
-                    if entry is not None:
-                        self._fail(entry, JobFailedError(
-                            f"the job scheduler did not answer status queries for "
-                            f"{STATUS_FAILURE_TIMEOUT:.0f} s: {error}", job_id=entry.job_id))
+            states = self._monitor.query(self.spawner, list(self._jobs))
+        except StatusUnavailable as error:
+            for job_id, key in list(self._jobs.items()):
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._fail(entry, JobFailedError(str(error), job_id=job_id))
+            return True
+        if states is None:
             return False
-        self._status_failing_since = None
         changed = False
         now = time.monotonic()
-        self._running = {job_id for job_id, status in states.items()
-                         if status is not None and status.running and job_id in self._by_job}
-        for job_id, key in list(self._by_job.items()):
-            if job_id not in self._by_job:  # dropped earlier in this pass (a parent's failure)
-                continue
+        grace = self.spawner.result_grace_period
+        self._seen_running = {job_id for job_id, status in states.items()
+                              if status is not None and status.running and job_id in self._jobs}
+        for job_id, key in list(self._jobs.items()):
             entry = self._entries.get(key)
-            if entry is None or entry.job_id != job_id:
-                del self._by_job[job_id]
+            if entry is None or entry.job_id != job_id:  # finished earlier in this pass
+                self._jobs.pop(job_id, None)
                 continue
             status = states.get(job_id)
-            if status is not None and status.active:
-                if entry.attached and status.running and self.store.has_result(key):
-                    # another Executor's persistent worker outlives the task it ran for us
-                    del self._by_job[job_id]
-                    self._resolve(entry)
-                    changed = True
-                    continue
-                if not entry.confirmed:  # an attached job is alive: its children may go
-                    entry.confirmed = True
-                    self._released_for_submission(entry)
-                    changed = True
-                if status.running and not entry.task.future.running():
-                    if not _set_running(entry.task.future):
-                        self._on_cancelled(entry.task.future)
-                    changed = True
-                if status.reason == "DependencyNeverSatisfied":
-                    changed |= self._check_dead_dependency(entry)
-                continue
-            # the job left the queue: its result must be in the store
-            if self.store.has_result(key):
-                del self._by_job[job_id]
+            seen = self._monitor.judge(job_id, status, lambda k=key: self.store.has_result(k), grace, now)
+            if seen in (Seen.QUEUED, Seen.RUNNING):
+                changed |= self._job_alive(entry, status, seen)  # type: ignore[arg-type]
+            elif seen is Seen.RESULT:
                 self._resolve(entry)
                 changed = True
-            elif entry.missing_since is None:
-                entry.missing_since = now
-            elif now - entry.missing_since > self.spawner.result_grace_period:
-                del self._by_job[job_id]
-                record = self.store.read_job(key) or {}
-                same_job = record.get("job_id") == job_id
-                if self.store.has_result(key):
-                    self._resolve(entry)
-                elif same_job and record.get("state") == "cancelled":
-                    self._fail(entry, CancelledError(
-                        f"{self.spawner.describe(job_id)} of task {entry.task.key} was cancelled "
-                        f"(executorlib.cancel_cache_jobs or 'executorlib cancel')"))
-                elif entry.attached:
-                    # a job of an earlier run that vanished without a result: submit it again
-                    # (unless another process already did: then follow its claim or job)
-                    entry.attached, entry.job_id, entry.missing_since = False, None, None
-                    entry.confirmed = True
-                    if same_job:
-                        self.store.release_stale_claim(key, record)
-                    self._take_over_or_claim(entry)
-                else:
-                    state = status.state if status is not None else None
-                    self._fail(entry, self._job_failure(entry, job_id, state))
+            elif seen is Seen.GONE:
+                self._job_gone(entry, job_id, status.state if status is not None else None)
                 changed = True
         return changed
+
+    def _job_alive(self, entry: _Entry, status, seen: Seen) -> bool:
+        changed = False
+        if seen is Seen.RUNNING and entry.state is not State.SUBMITTED and self.store.has_result(entry.key):
+            self._resolve(entry)  # another Executor's persistent worker outlives the task it ran for us
+            return True
+        if entry.state is State.ATTACHED_UNCONFIRMED:  # an attached job is alive: its children may go
+            self._move(entry, State.ATTACHED)
+            self._released_for_submission(entry)
+            changed = True
+        if seen is Seen.RUNNING and not entry.started:
+            for future in list(entry.followers):
+                _set_running(future)  # a cancelled one sends its message
+            changed = True
+        if status.dependency_failed:
+            changed |= self._dead_dependency(entry)
+        return changed
+
+    def _job_gone(self, entry: _Entry, job_id: str, state: Optional[str]) -> None:
+        """The job left the queue without a result, longer ago than the grace period."""
+        key = entry.key
+        record = claims.read_job(self.store, key) or {}
+        same_job = str(record.get("job_id")) == job_id
+        if self.store.has_result(key):
+            self._resolve(entry)
+            return
+        cancelled = same_job and record.get("state") == claims.CANCELLED
+        if entry.state is not State.SUBMITTED and not cancelled:
+            # a job of an earlier run that vanished without a result: submit it again (unless
+            # another process already did: then follow its claim or job)
+            self._drop_job(entry)
+            if same_job:
+                self._release(entry, record)
+            self._decide(entry)
+            return
+        what = self.spawner.describe(job_id)
+        final = self.spawner.final_state(job_id) or state
+        self._fail(entry, ended_without_result(self.store, key, job_id, final, what, record))
 
     def _look_for_results(self) -> bool:
         """Resolve the tasks whose jobs were running at the last status query and have written
         their result since: one ``stat`` per running job, no query to the job scheduler."""
         changed = False
-        for job_id in list(self._running):
-            key = self._by_job.get(job_id)
+        for job_id in list(self._seen_running):
+            key = self._jobs.get(job_id)
             entry = self._entries.get(key) if key is not None else None
             if entry is None or entry.job_id != job_id:
-                self._running.discard(job_id)
+                self._seen_running.discard(job_id)
             elif self.store.has_result(key):
-                self._running.discard(job_id)
-                del self._by_job[job_id]
+                self._seen_running.discard(job_id)
                 self._resolve(entry)
                 changed = True
         return changed
 
-    def _check_dead_dependency(self, entry: _Entry) -> bool:
+    def _dead_dependency(self, entry: _Entry) -> bool:
         """The job scheduler holds a job forever because a job it depends on did not succeed.
 
         If a parent failed, the task fails with the parent's error. Otherwise the parent's job was
@@ -552,77 +710,73 @@ class Scheduler:
         job and submit the task again against the parents' current job ids.
         """
         for parent_key in entry.task.parents:
-            if self.store.has_result(parent_key):
-                info = self.store.read_result_info(parent_key)
-                if info and not info["ok"]:
-                    self._fail(entry, DependencyError(
-                        f"task {entry.task.key} cannot run: its parent task {parent_key} failed "
-                        f"with {info['error_type']}: {info['error_message']}"))
-                    return True
-        if entry.job_id is None:
+            info = self.store.read_result_info(parent_key) if self.store.has_result(parent_key) else None
+            if info and not info["ok"]:
+                self._fail(entry, DependencyError(
+                    f"task {entry.key} cannot run: its parent task {parent_key} failed "
+                    f"with {info['error_type']}: {info['error_message']}"))
+                return True
+        old_job = entry.job_id
+        if old_job is None:
             return False
-        key, old_job = entry.task.key, entry.job_id
         self._cancel_jobs([old_job])
-        self._by_job.pop(old_job, None)
-        entry.job_id, entry.attached, entry.missing_since = None, False, None
-        record = self.store.read_job(key)
-        if record is not None and record.get("job_id") == old_job:
-            self.store.release_stale_claim(key, record)
+        self._drop_job(entry)
+        record = claims.read_job(self.store, entry.key)
+        if record is not None and str(record.get("job_id")) == old_job:
+            self._release(entry, record)
         for parent_key in entry.task.parents:
             parent_entry = self._entries.get(parent_key)
             if parent_entry is not None and parent_entry.job_id is None:
-                entry.waiting_on.add(parent_key)  # wait for the parent's new job id
-                parent_entry.children.append(key)
-        self._take_over_or_claim(entry)
+                self._deps.add(entry.key, parent_key)  # wait for the parent's new job id
+        self._decide(entry)
         return True
 
-    def _job_failure(self, entry: _Entry, job_id: str, state: Optional[str]) -> JobFailedError:
-        return job_failure(self.store, entry.task.key, job_id, self.spawner.final_state(job_id) or state,
-                           self.spawner.describe(job_id))
-
-    # -- outcomes --------------------------------------------------------------------------------
-    def _resolve(self, entry: _Entry) -> None:
-        key = entry.task.key
-        resolve_from_store(self.store, key, entry.task.future)
-        self._finish(entry)
-
-    def _finish(self, entry: _Entry) -> None:
-        key = entry.task.key
-        self._entries.pop(key, None)
-        self._claim_watch.discard(key)
+    def _drop_job(self, entry: _Entry) -> None:
         if entry.job_id is not None:
-            self._by_job.pop(entry.job_id, None)
-        future = entry.task.future
-        failed = future.cancelled() or future.exception() is not None
-        for child_key in entry.children:
+            self._jobs.pop(entry.job_id, None)
+            self._seen_running.discard(entry.job_id)
+            self._monitor.forget(entry.job_id)
+        entry.job_id = None
+        entry.claim = None
+        self._move(entry, None)
+
+    # -- step 5: resolve ------------------------------------------------------------------------------
+    def _resolve(self, entry: _Entry) -> None:
+        for future in entry.followers:
+            resolve_from_store(self.store, entry.key, future)
+        problem = None
+        for future in entry.followers:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                problem = _problem_of(entry.key, future.exception())  # type: ignore[arg-type]
+                break
+        self._finish(entry, problem)
+
+    def _fail(self, entry: _Entry, error: BaseException) -> None:
+        if entry.job_id is not None:
+            self._cancel_jobs([entry.job_id])
+        for future in entry.followers:
+            if _set_running(future):
+                future.set_exception(error)
+        self._release_claim(entry)
+        self._finish(entry, _problem_of(entry.key, error))
+
+    def _finish(self, entry: _Entry, problem: Optional[DependencyError]) -> None:
+        """The task left the loop: its children go on (or fail with ``problem``)."""
+        key = entry.key
+        if self._entries.get(key) is not entry:
+            return
+        del self._entries[key]
+        self._drop_job(entry)
+        for child_key in self._deps.remove(key):
             child = self._entries.get(child_key)
             if child is None:
                 continue
-            problem = _parent_problem(key, future) if failed else None
             if problem is not None:
+                # also children the job scheduler holds on this job (afterok): it would hold
+                # them forever; and children released by its job id but not submitted yet
                 self._fail(child, problem)
-            else:
-                self._satisfy(child_key, key)
-        if failed and self.spawner.submits_with_dependencies:
-            # children already submitted with afterok on this job: the scheduler would hold them
-            # forever (DependencyNeverSatisfied); fail and cancel them now. Children released by
-            # this job's id but not submitted yet must fail too (they would run without it).
-            for child in list(self._entries.values()):
-                if key in child.task.parents:
-                    self._fail(child, _parent_problem(key, future))
-
-    def _fail(self, entry: _Entry, error: BaseException, cascade: bool = True) -> None:
-        future = entry.task.future
-        if entry.job_id is not None and entry.job_id in self._by_job:
-            self._cancel_jobs([entry.job_id])
-        if _set_running(future):
-            future.set_exception(error)
-        if entry.claimed and entry.job_id is None:
-            self.store.release_stale_claim(entry.task.key)
-        if cascade:
-            self._finish(entry)
-        else:
-            self._entries.pop(entry.task.key, None)
+            elif self._deps.release(child_key, key):
+                self._unblocked(child_key)
 
     def _cancel_jobs(self, job_ids: list[str]) -> None:
         try:
@@ -631,64 +785,38 @@ class Scheduler:
             log.warning("cancelling jobs %s failed: %s", job_ids, error)
 
     def _on_cancelled(self, future: Future) -> None:
+        """A Future was cancelled; the task's job goes only when no Future follows it any more."""
         key = future._executorlib_key  # type: ignore[attr-defined]
         entry = self._entries.get(key)
-        if entry is None or entry.task.future is not future:
+        if entry is None or future not in entry.followers:
+            return
+        entry.followers.remove(future)
+        if entry.followers:
             return
         if entry.job_id is not None:
             self._cancel_jobs([entry.job_id])
-        elif entry.claimed:
-            self.store.release_stale_claim(key)
-        if not entry.task.future.done():
-            entry.task.future.cancel()
-        self._finish(entry)
+        else:
+            self._release_claim(entry)
+        self._finish(entry, DependencyError(f"parent task {key} was cancelled"))
 
-    def _cancel_everything(self) -> None:
-        job_ids = [e.job_id for e in self._entries.values() if e.job_id is not None]
+    def _cancel_not_started(self) -> None:
+        """shutdown(cancel_futures=True): every task not started is cancelled (its job too);
+        tasks already running finish, as in concurrent.futures."""
+        self._cancelling = True
+        job_ids = []
+        for entry in list(self._entries.values()):
+            if entry.started:
+                continue
+            if entry.job_id is not None:
+                job_ids.append(entry.job_id)
+            else:
+                self._release_claim(entry)
+            del self._entries[entry.key]
+            self._drop_job(entry)
+            self._deps.remove(entry.key)
+            for future in entry.followers:
+                if not future.cancel() and not future.done():  # started meanwhile (another thread)
+                    future.set_exception(CancelledError(
+                        f"task {entry.key} was cancelled by shutdown(cancel_futures=True)"))
         if job_ids:
             self._cancel_jobs(job_ids)
-        for entry in list(self._entries.values()):
-            future = entry.task.future
-            if entry.claimed and entry.job_id is None:
-                self.store.release_stale_claim(entry.task.key)
-            if not future.cancel() and not future.done():
-                future.set_exception(CancelledError(
-                    f"task {entry.task.key} was cancelled by shutdown(cancel_futures=True)"))
-            self._entries.pop(entry.task.key, None)
-        self._by_job.clear()
-        self._ready.clear()
-        self._claim_watch.clear()
-
-
-def job_failure(store: TaskStore, key: str, job_id: str, state: Optional[str], what: str) -> JobFailedError:
-    """The error of a task whose job ended without a result: state, job id, tail of its log."""
-    final = state or "UNKNOWN (no longer known to the scheduler)"
-    log_path = store.job_log(key)
-    message = f"{what} for task {key} ended in state {final} without writing a result."
-    tail = log_tail(log_path)
-    if tail:
-        message += f"\nLast lines of {log_path}:\n{tail}"
-    return JobFailedError(message, job_id=job_id, state=final)
-
-
-def _parent_problem(parent_key: str, parent: Future) -> Optional[DependencyError]:
-    """The error for a child of a finished parent, or None when the parent succeeded."""
-    if parent.cancelled():
-        return DependencyError(f"parent task {parent_key} was cancelled")
-    error = parent.exception()
-    if error is None:
-        return None
-    problem = DependencyError(f"parent task {parent_key} failed with {type(error).__name__}: {error}")
-    problem.__cause__ = error
-    return problem
-
-
-def _copy_outcome(source: Future, target: Future) -> None:
-    if target.done() or not _set_running(target):
-        return
-    if source.cancelled():
-        target.set_exception(CancelledError("the identical task submitted first was cancelled"))
-    elif source.exception() is not None:
-        target.set_exception(source.exception())
-    else:
-        target.set_result(source.result())
