@@ -5,7 +5,8 @@ Usage (the ``kill_client`` fixture in conftest.py builds this for you)::
     EXECUTORLIB_TEST_KILL_AT="executorlib.store:TaskStore.write_task:after" \
         python -m tests.faults.kill_at script.py
 
-The step is ``module:qualified.name[:before|after][@N]``: the callable is replaced by a wrapper
+The step is ``module:qualified.name[:before|after][@N]`` (e.g. ``executorlib.spawners.slurm:
+SlurmSpawner.submit`` works though ``submit`` is inherited): the callable is replaced by a wrapper
 that kills the whole process with SIGKILL before or after (the default) its N-th call (default
 1). When ``EXECUTORLIB_TEST_KILL_MARK`` names a file, the wrapper appends the step to it just
 before the kill, so a test can tell "killed at the step" from "died some other way". Both
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
 import runpy
 import signal
@@ -58,7 +60,9 @@ def install(step: str, mark: str = "") -> None:
     *path, attribute = qualname.split(".")
     for name in path:
         owner = getattr(owner, name)
-    raw = owner.__dict__[attribute] if isinstance(owner, type) else getattr(owner, attribute)
+    # on a class, the attribute as defined (also when inherited): the wrapper is set on ``owner``
+    # itself, so that it shadows an inherited method for this class only
+    raw = inspect.getattr_static(owner, attribute) if isinstance(owner, type) else getattr(owner, attribute)
     wrapper_kind = type(raw) if isinstance(raw, (staticmethod, classmethod)) else None
     original: Callable = raw.__func__ if wrapper_kind else raw
     calls = [0]
