@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import threading
+import uuid
 import weakref
 from concurrent.futures import Executor as _BaseExecutor
 from concurrent.futures import Future
@@ -402,7 +403,12 @@ class Executor(_BaseExecutor):
             future: Future = Future()
             fn_name = function_name(fn)
             try:
-                key = compute_key(fn, args, kwargs, name=fn_name, extra=self._key_extra)
+                if self._temporary_cache is not None:
+                    # no cache the user named: every submit() runs, as in concurrent.futures, so
+                    # identical calls must not share a key (and the key costs no hashing)
+                    key = f"{fn_name}_{uuid.uuid4().hex}"
+                else:
+                    key = compute_key(fn, args, kwargs, name=fn_name, extra=self._key_extra)
             except Exception as error:  # noqa: BLE001 - e.g. an argument that cannot be pickled
                 self._counts.track(future)
                 future._executorlib_key = f"{fn_name}_unpicklable"  # type: ignore[attr-defined]
@@ -414,7 +420,7 @@ class Executor(_BaseExecutor):
                 self._graph.add(key, fn_name, args, kwargs, parents)
                 future.set_result(None)  # plotting only: nothing runs, results are None
                 return future
-            if self._store.has_result(key):
+            if self._temporary_cache is None and self._store.has_result(key):
                 self._counts.track(future)
                 resolve_from_store(self._store, key, future)
                 return future

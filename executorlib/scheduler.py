@@ -754,10 +754,10 @@ class Scheduler:
     def _fail(self, entry: _Entry, error: BaseException) -> None:
         if entry.job_id is not None:
             self._cancel_jobs([entry.job_id])
+        self._release_claim(entry)  # before the Futures: who sees the error sees no claim left
         for future in entry.followers:
             if _set_running(future):
                 future.set_exception(error)
-        self._release_claim(entry)
         self._finish(entry, _problem_of(entry.key, error))
 
     def _finish(self, entry: _Entry, problem: Optional[DependencyError]) -> None:

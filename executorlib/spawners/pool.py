@@ -1,12 +1,14 @@
 """A fixed pool of persistent Python workers on this machine: the local backend with
 ``block_allocation=True``.
 
-Each worker is ``python -m executorlib.worker --serve [--mpi] [--init INIT_FILE]`` (under
-``mpiexec -n cores`` when ``cores > 1``: every rank takes every task). It is started once, pays
-the interpreter start, the imports and the ``init_function`` once, and then runs one task at a
-time: the spawner writes the task's folder as one line to the worker's stdin, the worker runs it
+Each worker is ``python -m executorlib.worker --serve --stream TOKEN [--mpi] [--init INIT_FILE]``
+(under ``mpiexec -n cores`` when ``cores > 1``: every rank takes every task). It is started once,
+pays the interpreter start, the imports and the ``init_function`` once, and then runs one task at
+a time: the spawner writes the task's folder as one line to the worker's stdin, the worker runs it
 exactly as a one-shot job does (the result goes to the task store) and answers
-``done <folder> <exit code>`` on its stdout.
+``TOKEN done <folder> <exit code>`` on its stdout. Everything else the worker writes to its stdout
+and stderr is the task's output: the spawner copies it to the caller's ``sys.stdout`` /
+``sys.stderr`` (as ``ProcessPoolExecutor`` shows a task's prints) and to the task's ``job.out``.
 
 A task's job id is its worker's process id, as for the one-shot local backend, so that other
 processes (``get_cache_data``, a second Executor on the same cache) see a live job while the
@@ -20,6 +22,7 @@ own task. The pool starts replacements when tasks need them.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import importlib.util
 import os
@@ -27,13 +30,15 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 from executorlib.errors import SubmissionError
 from executorlib.spawners.base import JobSpec, JobStatus, Spawner
-from executorlib.spawners.local import (_kill_foreign, _pid_alive, check_local_resources, exit_state,
-                                        find_mpiexec, gpus_needed, no_gpus_error, visible_gpus)
+from executorlib.spawners.local import (_kill_foreign, _pid_alive, _write_text, check_local_resources,
+                                        exit_state, find_mpiexec, gpus_needed, no_gpus_error,
+                                        visible_gpus)
 
 __all__ = ["WorkerPoolSpawner", "FIXED_RESOURCES"]
 
@@ -49,11 +54,12 @@ CLOSE_TIMEOUT = 10.0
 
 
 class _Worker:
-    """One persistent worker process and the task it runs."""
+    """One persistent worker process, the task it runs, and the copying of its output."""
 
-    __slots__ = ("popen", "pid", "task_dir", "deadline", "outcome", "buffer", "busy", "eof", "gpus")
+    __slots__ = ("popen", "pid", "task_dir", "deadline", "outcome", "buffer", "busy", "eof", "gpus",
+                 "marker", "log", "decoders")
 
-    def __init__(self, popen: subprocess.Popen, gpus: list[str]):
+    def __init__(self, popen: subprocess.Popen, gpus: list[str], token: str):
         self.popen = popen
         self.gpus = gpus  # the GPU ids in its CUDA_VISIBLE_DEVICES (none when it asked for none)
         self.pid = str(popen.pid)
@@ -63,37 +69,99 @@ class _Worker:
         self.buffer = b""
         self.busy = False  # a task was handed over and its end not yet reported by states()
         self.eof = False
-        os.set_blocking(popen.stdout.fileno(), False)  # type: ignore[union-attr]
+        self.marker = f"{token} done ".encode()  # starts an answer; anything else is output
+        self.log: Optional[BinaryIO] = None  # the current task's job.out
+        self.decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace")
+                         for name in ("stdout", "stderr")}
+        for pipe in (popen.stdout, popen.stderr):
+            os.set_blocking(pipe.fileno(), False)  # type: ignore[union-attr]
 
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def read_answers(self) -> list[tuple[str, int]]:
-        """The ``done <folder> <code>`` lines written since the last call (never blocks)."""
-        fd = self.popen.stdout.fileno()  # type: ignore[union-attr]
-        while not self.eof:
+    def start_task(self, task_dir: Path) -> None:
+        """Hand-over bookkeeping: the task's output goes to its job.out from now on."""
+        self.end_task()
+        self.task_dir = task_dir
+        try:
+            self.log = open(task_dir / "job.out", "ab", buffering=0)
+        except OSError:
+            self.log = None  # the caller still sees the output
+
+    def end_task(self) -> None:
+        if self.log is not None:
             try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                break
+                self.log.close()
             except OSError:
-                self.eof = True
-                break
+                pass
+            self.log = None
+
+    def _emit(self, name: str, data: bytes) -> None:
+        if not data:
+            return
+        if self.log is not None:
+            try:
+                self.log.write(data)
+            except (OSError, ValueError):
+                pass
+        _write_text(name, self.decoders[name].decode(data))
+
+    @staticmethod
+    def _read(pipe: Any) -> tuple[bytes, bool]:
+        """What the non-blocking ``pipe`` holds now, and whether it ended."""
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(pipe.fileno(), 65536)
+            except BlockingIOError:
+                return b"".join(chunks), False
+            except (OSError, ValueError):
+                return b"".join(chunks), True
             if not chunk:
-                self.eof = True
-                break
-            self.buffer += chunk
+                return b"".join(chunks), True
+            chunks.append(chunk)
+
+    def read_answers(self) -> list[tuple[str, int]]:
+        """The answers written since the last call (never blocks); the output around them is
+        copied to the caller and to the current task's job.out."""
         answers = []
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            text = line.decode(errors="replace")
-            if text.startswith("done "):
-                folder, _, code = text[5:].rpartition(" ")
-                try:
-                    answers.append((folder, int(code)))
-                except ValueError:
-                    pass
+        if not self.eof:
+            data, self.eof = self._read(self.popen.stdout)
+            self.buffer += data
+        while True:
+            start = self.buffer.find(self.marker)
+            if start < 0:
+                break
+            end = self.buffer.find(b"\n", start)
+            if end < 0:
+                self._emit("stdout", self.buffer[:start])
+                self.buffer = self.buffer[start:]
+                break
+            self._emit("stdout", self.buffer[:start])
+            # the task's stderr was flushed before its answer: copy it to the task's log first
+            self._emit("stderr", self._read(self.popen.stderr)[0])
+            folder, _, code = self.buffer[start + len(self.marker):end].decode(errors="replace").rpartition(" ")
+            self.buffer = self.buffer[end + 1:]
+            try:
+                answers.append((folder, int(code)))
+            except ValueError:
+                pass
+            if self.task_dir is not None and folder == str(self.task_dir):
+                self.end_task()
+        # keep back only what may be the start of an answer; the rest is output
+        keep = next((k for k in range(min(len(self.marker), len(self.buffer)), 0, -1)
+                     if self.buffer.endswith(self.marker[:k])), 0)
+        if self.eof:
+            keep = 0
+        self._emit("stdout", self.buffer[:len(self.buffer) - keep])
+        self.buffer = self.buffer[len(self.buffer) - keep:]
+        self._emit("stderr", self._read(self.popen.stderr)[0])
         return answers
+
+    def drain(self) -> None:
+        """Copy what an ended worker left in its pipes (its last words name why it ended)."""
+        self.read_answers()
+        self.end_task()
 
 
 class WorkerPoolSpawner(Spawner):
@@ -176,8 +244,8 @@ class WorkerPoolSpawner(Spawner):
             write_atomic(path, lambda tmp: tmp.write_bytes(payload))
         return path
 
-    def _command(self) -> list[str]:
-        command = [sys.executable, "-m", "executorlib.worker", "--serve"]
+    def _command(self, token: str = "TOKEN") -> list[str]:
+        command = [sys.executable, "-m", "executorlib.worker", "--serve", "--stream", token]
         cores = self.resources["cores"]
         if cores > 1:
             command.append("--mpi")
@@ -193,19 +261,21 @@ class WorkerPoolSpawner(Spawner):
     def _start_worker(self) -> _Worker:
         env = dict(os.environ)
         env["OMP_NUM_THREADS"] = str(self.resources["threads_per_core"])
+        env["EXECUTORLIB_STREAMED_OUTPUT"] = "1"  # a failed call's traceback: job.out only
         used = {gpu for w in self._workers if w.alive() for gpu in w.gpus}  # a dead one frees its GPUs
         gpus = [gpu for gpu in self._gpus if gpu not in used][:gpus_needed(self.resources)]
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-        command = self._command()
+        token = uuid.uuid4().hex
+        command = self._command(token)
         try:
             popen = subprocess.Popen(
                 command, cwd=self.home, env=env, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=None, bufsize=0, start_new_session=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, start_new_session=True,
             )
         except OSError as err:
             raise SubmissionError(f"cannot start the worker {command[0]}: {err}") from None
-        worker = _Worker(popen, gpus)
+        worker = _Worker(popen, gpus, token)
         self._workers.append(worker)
         return worker
 
@@ -240,7 +310,10 @@ class WorkerPoolSpawner(Spawner):
         """Forget a worker that ended (its pipes are closed; the pool starts another on demand)."""
         if worker in self._workers:
             self._workers.remove(worker)
-        for stream in (worker.popen.stdin, worker.popen.stdout):
+        if worker.popen.poll() is not None:
+            worker.drain()
+        worker.end_task()
+        for stream in (worker.popen.stdin, worker.popen.stdout, worker.popen.stderr):
             try:
                 stream.close()  # type: ignore[union-attr]
             except OSError:
@@ -284,7 +357,8 @@ class WorkerPoolSpawner(Spawner):
                 worker.popen.wait()
                 self._release(worker)
                 continue
-            worker.busy, worker.outcome, worker.task_dir = True, None, job.task_dir
+            worker.busy, worker.outcome = True, None
+            worker.start_task(job.task_dir)
             run_time_max = job.resources.get("run_time_max")
             worker.deadline = time.monotonic() + run_time_max if run_time_max else None
             self._busy[worker.pid] = worker
@@ -337,6 +411,9 @@ class WorkerPoolSpawner(Spawner):
             del self._busy[job_id]
             worker.busy = False  # free for the next task, if it still lives
             lost |= worker not in self._workers
+        for worker in self._workers:  # what idle workers print (the init function, say)
+            if not worker.busy:
+                worker.read_answers()
         if lost:
             self._top_up()
         return result

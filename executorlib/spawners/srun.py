@@ -461,8 +461,8 @@ class SrunPoolSpawner(WorkerPoolSpawner):
                 f"started, and restart_limit = {self.restart_limit} allows no more restarts "
                 f"(srun's messages went to this process's stderr)") from None
 
-    def _command(self) -> list[str]:
-        inner = super()._command()
+    def _command(self, token: str = "TOKEN") -> list[str]:
+        inner = super()._command(token)
         if sys.executable in inner:  # drop the base class's mpiexec: srun starts the ranks
             inner = inner[inner.index(sys.executable):]
         step = dict(self.resources)

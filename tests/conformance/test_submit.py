@@ -53,7 +53,6 @@ def test_a_future_argument_is_replaced_by_its_result(flavour):
 
 
 @flavours(*ALL)
-@pytest.mark.xfail_on("local", "local_pool", reason="issue 13 part 2: identical calls are merged without a named cache")
 def test_every_submit_runs_unless_the_user_named_a_cache(flavour):
     """Three identical calls are three executions, as in concurrent.futures. Only with a
     cache_directory the user named are identical calls merged (documented cache semantics: a
@@ -97,7 +96,6 @@ def test_the_executor_keeps_no_reference_to_a_finished_call(flavour):
         assert collected.is_set(), f"the submitted object is still referenced: {watcher()!r}"
 
 
-@pytest.mark.xfail_on("local_pool", reason="issue 13 part 6: block_allocation workers write a task's output to job.out only")
 def test_what_a_task_prints_reaches_the_callers_stdout_and_stderr(flavour, capfd):
     """As with ProcessPoolExecutor, print debugging shows in the caller's terminal (issue 13
     part 6; the submission backends write it to the job's output file instead)."""

@@ -103,8 +103,10 @@ def test_a_function_the_worker_cannot_import_reports_the_import_error(tmp_path, 
     try:
         with Executor(backend="local") as exe:
             future = exe.submit(client_only_module.hello)
-            with pytest.raises(ModuleNotFoundError, match="client_only_module"):
+            # a setup failure of the job, not a result: it names the module and what to fix
+            with pytest.raises(JobFailedError, match="ModuleNotFoundError.*client_only_module") as info:
                 future.result()
+            assert "PYTHONPATH" in str(info.value) and "runs again" in str(info.value)
     finally:
         sys.modules.pop("client_only_module", None)
 

@@ -43,9 +43,7 @@ def wait_for_text(stream: io.StringIO, text: str, timeout: float = 30.0) -> bool
     return True
 
 
-@pytest.mark.parametrize("block_allocation", [False, pytest.param(True, marks=pytest.mark.xfail(
-    reason="needs the worker's --serve --stream protocol (requests-executor.md, to 'store')", strict=False))],
-    ids=["local", "block_allocation"])
+@pytest.mark.parametrize("block_allocation", [False, True], ids=["local", "block_allocation"])
 def test_stdout_and_stderr_of_a_task_reach_the_callers_streams_and_job_out(
         monkeypatch, cache_dir, block_allocation):
     out, err = io.StringIO(), io.StringIO()

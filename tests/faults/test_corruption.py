@@ -320,8 +320,6 @@ def test_a_damaged_job_record_reads_as_absent_or_intact(tmp_path):
         assert store.read_job(key) in (None, record), f"cut to {offset}"
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError,
-                   reason="the scheduler waits on a job.json it cannot parse (requests-store.md, to scheduler)")
 def test_a_call_with_a_junk_job_record_still_runs(tmp_path):
     """A task folder whose job.json is junk (and no result): the call is run, not waited on."""
     store = TaskStore(tmp_path / "cache", use_index=False)

@@ -29,6 +29,7 @@ from executorlib.spawners.flux import FluxBatchCommand, FluxSpawner, f58_encode 
 from tests.core.funcs import add_funct  # noqa: E402
 
 FIRST_ID = 4369  # ƒ2JL
+CANCELED = "INACTIVE|CANCELED|-128|cancel|"  # a `flux jobs` line of a canceled job
 
 
 class RecordedFlux(FluxSpawner):
@@ -56,7 +57,10 @@ class RecordedFlux(FluxSpawner):
                 lines = [f"{f58_encode(int(i))}|{self.jobs[int(i)]}" for i in command[4:] if int(i) in self.jobs]
                 unknown = [f"JobID {i} unknown" for i in command[4:] if int(i) not in self.jobs]
                 return 0, "\n".join(lines) + "\n", "\n".join(unknown)
-            if command[:2] == ["flux", "cancel"]:
+            if command[:2] == ["flux", "cancel"]:  # as flux does: the job ends, canceled
+                for job_id in command[2:]:
+                    if job_id.isdigit() and int(job_id) in self.jobs:
+                        self.jobs[int(job_id)] = CANCELED
                 return 0, "", ""
             raise AssertionError(f"unexpected flux command {command}")
 
@@ -70,6 +74,13 @@ def executor(tmp_path, monkeypatch):
     monkeypatch.setitem(executor_module.BACKENDS, "flux_submission", (__name__, "RecordedFlux", True))
     exe = Executor(backend="flux_submission", cache_directory=tmp_path / "cache")
     yield exe
+    # shutdown(cancel_futures=True) lets running jobs finish, as concurrent.futures does: jobs that
+    # a test left running end now, as they would when the flux instance ends
+    flux = flux_of(exe)
+    with flux._lock:
+        for job_id, line in flux.jobs.items():
+            if not line.startswith("INACTIVE"):
+                flux.jobs[job_id] = CANCELED
     exe.shutdown(wait=True, cancel_futures=True)
 
 

@@ -7,7 +7,7 @@ import pytest
 from executorlib import Executor
 from executorlib.errors import SubmissionError
 from tests.slurm import funcs
-from tests.slurm.slurm_tools import run, scontrol_job, wait_job_id
+from tests.slurm.slurm_tools import job_record, run, scontrol_job, wait_job_id
 
 
 pytestmark = pytest.mark.slurm
@@ -29,7 +29,9 @@ def test_job_sees_cwd_threads_job_name_partition_and_srun_args(slurm_cache, tmp_
         env = future.result(timeout=180)
     assert env["cwd"] == str(workdir)
     assert env["OMP_NUM_THREADS"] == "2" and env["SLURM_CPUS_PER_TASK"] == "2"
-    assert env["SLURM_JOB_NAME"] == "xl env check" and env["SLURM_JOB_PARTITION"] == partition
+    # the claim's tag ends the name, so that a later process finds a job whose id was never recorded
+    tag = job_record(slurm_cache, future)["tag"]
+    assert env["SLURM_JOB_NAME"] == f"xl env check-{tag}" and env["SLURM_JOB_PARTITION"] == partition
     assert env["SLURM_JOB_ID"] == wait_job_id(slurm_cache, future)
     output = (slurm_cache / future._executorlib_key / "job.out").read_text()
     assert "0: environment checked" in output  # srun --label prefixed the task's output
