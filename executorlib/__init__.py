@@ -19,6 +19,14 @@ _LAZY = {
     "cancel_cache_jobs": "executorlib.cache",
     "clean_cache": "executorlib.cache",
     "progress": "executorlib.progress",
+    # the original executorlib 1.x's API (docs/migration.md)
+    "SingleNodeExecutor": "executorlib.executors",
+    "SlurmClusterExecutor": "executorlib.executors",
+    "SlurmJobExecutor": "executorlib.executors",
+    "FluxClusterExecutor": "executorlib.executors",
+    "FluxJobExecutor": "executorlib.executors",
+    "split_future": "executorlib.future_tools",
+    "get_item_from_future": "executorlib.future_tools",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

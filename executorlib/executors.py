@@ -1,0 +1,429 @@
+"""The executor classes of the original executorlib's 1.x API, on the machinery of :class:`Executor`.
+
+=========================  =========================================  ==============================
+class                      what it is                                 ``Executor(backend=...)``
+=========================  =========================================  ==============================
+``SingleNodeExecutor``     subprocesses on this computer              ``"local"``
+``SlurmClusterExecutor``   one SLURM job per call (``sbatch``)        ``"slurm_submission"``
+``SlurmJobExecutor``       ``srun`` steps inside a SLURM allocation   ``"slurm_allocation"``
+``FluxClusterExecutor``    one flux job per call                      ``"flux_submission"``
+``FluxJobExecutor``        ``flux run`` inside a flux allocation      ``"flux_allocation"``
+=========================  =========================================  ==============================
+
+Each is an :class:`executorlib.Executor` (so a ``concurrent.futures.Executor``) that takes the
+original's constructor keywords. A keyword of the original that this project does not implement
+yet raises ``NotImplementedError`` naming it when it is given a value other than its default,
+instead of being ignored. See ``docs/migration.md``.
+
+In addition to :class:`Executor`'s API these classes have ``len(exe)`` (calls not yet done),
+``info`` (the settings as a dict) and ``max_workers``, and their ``submit()`` and ``map()`` accept
+the Futures of :func:`~executorlib.future_tools.split_future` and
+:func:`~executorlib.future_tools.get_item_from_future` as arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional
+
+from executorlib.executor import Executor
+from executorlib.future_tools import get_item_from_future, resolve_selected_futures, split_future
+from executorlib.resources import merge_resources
+
+__all__ = [
+    "SingleNodeExecutor",
+    "SlurmClusterExecutor",
+    "SlurmJobExecutor",
+    "FluxClusterExecutor",
+    "FluxJobExecutor",
+    "split_future",
+    "get_item_from_future",
+]
+
+#: the cache directory of the cluster executors when none is given, relative to the working
+#: directory at construction (as in the original)
+DEFAULT_CLUSTER_CACHE = "executorlib_cache"
+
+
+def _not_implemented(name: str, value: Any, default: Any, why: str = "") -> None:
+    unchanged = value is None if default is None else value == default
+    if not unchanged:
+        raise NotImplementedError(
+            f"{name}={value!r} (a keyword of the original executorlib 1.x) is not implemented by "
+            f"this executorlib yet{': ' + why if why else ''}; leave it at its default "
+            f"{default!r}. See docs/migration.md."
+        )
+
+
+def _with_pmi_mode(resource_dict: Optional[dict], pmi_mode: Optional[str]) -> Optional[dict]:
+    """SLURM: ``pmi_mode`` becomes ``srun --mpi=<pmi_mode>`` of the MPI calls (``slurm_cmd_args``),
+    unless ``slurm_cmd_args`` already names an ``--mpi``."""
+    if pmi_mode is None:
+        return resource_dict
+    if not isinstance(pmi_mode, str) or not pmi_mode or not pmi_mode.isprintable() or " " in pmi_mode:
+        raise ValueError(f"pmi_mode must be the name of a PMI interface such as 'pmix' or 'pmi2', got {pmi_mode!r}")
+    resources = dict(resource_dict or {})
+    cmd_args = list(resources.get("slurm_cmd_args") or ())
+    if not any(a == "--mpi" or a.startswith("--mpi=") for a in cmd_args):
+        cmd_args.append(f"--mpi={pmi_mode}")
+    resources["slurm_cmd_args"] = cmd_args
+    return resources
+
+
+class _Executor1x(Executor):
+    """What the five classes share: the 1.x keywords, ``len()``, ``info``, ``max_workers`` and
+    the Futures of parts of results as arguments."""
+
+    _BACKEND = "local"
+    _SUBMISSION = False
+
+    def _start(self, *, max_workers: Optional[int], cache_directory: Optional[str | os.PathLike],
+               max_cores: Optional[int], resource_dict: Optional[dict],
+               hostname_localhost: Optional[bool], block_allocation: bool,
+               init_function: Optional[Callable], disable_dependencies: bool, refresh_rate: float,
+               plot_dependency_graph: bool, plot_dependency_graph_filename: Optional[str],
+               export_workflow_filename: Optional[str], log_obj_size: bool,
+               pysqa_config_directory: Optional[str | os.PathLike] = None,
+               pmi_mode: Optional[str] = None, extra: Optional[dict] = None) -> None:
+        _not_implemented("export_workflow_filename", export_workflow_filename, None)
+        _not_implemented("log_obj_size", log_obj_size, False)
+        for name, (value, default) in (extra or {}).items():
+            _not_implemented(name, value, default)
+        if self._SUBMISSION:
+            for name, value in (("max_workers", max_workers), ("max_cores", max_cores)):
+                _not_implemented(name, value, None, "in the HPC submission mode every call is its "
+                                 "own job and the job scheduler decides how many run at once")
+            if cache_directory is None:
+                cache_directory = DEFAULT_CLUSTER_CACHE
+        if pmi_mode is not None:
+            if self._BACKEND.startswith("slurm"):
+                resource_dict = _with_pmi_mode(resource_dict, pmi_mode)
+            else:
+                _not_implemented("pmi_mode", pmi_mode, None, "flux's PMI cannot be chosen yet")
+        plot = bool(plot_dependency_graph) or plot_dependency_graph_filename is not None
+        super().__init__(
+            max_workers=max_workers,
+            backend=self._BACKEND,
+            cache_directory=cache_directory,
+            max_cores=max_cores,
+            resource_dict=resource_dict,
+            pysqa_config_directory=pysqa_config_directory,
+            block_allocation=block_allocation,
+            init_function=init_function,
+            disable_dependencies=disable_dependencies,
+            refresh_rate=refresh_rate,
+            plot_dependency_graph=plot,
+            plot_dependency_graph_filename=plot_dependency_graph_filename,
+        )
+        self._info: dict[str, Any] = {
+            "backend": self._BACKEND,
+            "max_workers": self.max_workers,
+            "max_cores": max_cores,
+            "cache_directory": None if self._temporary_cache is not None else self.cache_directory,
+            "resource_dict": merge_resources(self._default_resources, None),
+            "hostname_localhost": hostname_localhost,
+            "block_allocation": block_allocation,
+            "init_function": init_function,
+            "disable_dependencies": disable_dependencies,
+            "refresh_rate": refresh_rate,
+            "plot_dependency_graph": plot,
+            "plot_dependency_graph_filename": plot_dependency_graph_filename,
+        }
+        if self._SUBMISSION:
+            self._info["pysqa_config_directory"] = pysqa_config_directory
+        if self._BACKEND != "local":
+            self._info["pmi_mode"] = pmi_mode
+
+    # -- the call with parts of results as arguments -------------------------------------------------
+    def submit(self, fn: Callable, /, *args: Any, resource_dict: Optional[dict] = None, **kwargs: Any):
+        """As :meth:`Executor.submit`; in addition the Futures of :func:`split_future` and
+        :func:`get_item_from_future` are dependencies on their parent's task, and ``fn`` gets the
+        part of the parent's result."""
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
+        fn, args, kwargs = resolve_selected_futures(fn, args, kwargs)
+        return super().submit(fn, *args, resource_dict=resource_dict, **kwargs)
+
+    # -- members of the 1.x executors -----------------------------------------------------------------
+    def __len__(self) -> int:
+        """The number of submitted calls whose Future is not done yet (pending or running)."""
+        counts = self._counts
+        with counts._lock:
+            return len(counts._unfinished)
+
+    def __bool__(self) -> bool:
+        # with __len__ alone an idle executor would be false in ``if exe:``
+        return True
+
+    @property
+    def info(self) -> dict:
+        """The settings of this executor as a new dict: ``backend``, ``max_workers``,
+        ``max_cores``, ``cache_directory`` (``None`` for the temporary cache of a local executor
+        without one), ``resource_dict`` (the defaults of every call, completed with the default
+        of every key), ``block_allocation``, ``init_function``, ``disable_dependencies``,
+        ``refresh_rate``, ``plot_dependency_graph`` and ``plot_dependency_graph_filename``,
+        ``hostname_localhost``; the cluster executors add ``pysqa_config_directory``, all but
+        ``SingleNodeExecutor`` add ``pmi_mode``."""
+        info = dict(self._info)
+        info["resource_dict"] = dict(info["resource_dict"])
+        return info
+
+    @property
+    def max_workers(self) -> Optional[int]:
+        """How many calls run at once at most (the CPU count when neither ``max_workers`` nor
+        ``max_cores`` was given to a local or allocation executor); ``None`` for the cluster
+        executors, where the job scheduler decides."""
+        return getattr(self._spawner, "max_workers", None)
+
+    @max_workers.setter
+    def max_workers(self, value: int) -> None:
+        raise NotImplementedError(
+            "setting max_workers (resizing the pool of a block allocation) is not implemented by "
+            "this executorlib yet; create a new executor with max_workers=... instead"
+        )
+
+
+_KEYWORDS_DOC = """
+    Args:
+        max_workers: at most this many calls run at once (default: the CPU count){submission_note}.
+        cache_directory: where calls and results are stored; a call whose result is stored there
+            returns it without running again. {cache_note}
+        max_cores: at most this many cores are in use at once{submission_note}.
+        resource_dict: the default resources of every call (``submit(..., resource_dict=...)``
+            wins key by key); see :data:`executorlib.resources.RESOURCE_KEYS`.
+        hostname_localhost: accepted for compatibility and has **no effect**: the original used it
+            for its ZMQ socket connections; this executorlib communicates through files and opens
+            no sockets.
+        block_allocation: run the calls in a fixed pool of persistent workers{block_note}.
+        init_function: with ``block_allocation=True``: a callable without arguments, run once per
+            worker, whose returned dict fills the parameters of the same names.
+        disable_dependencies: make Future arguments an error instead of dependencies.
+        refresh_rate: seconds between two polls of the scheduler.
+        plot_dependency_graph: record the calls and draw their dependency graph at shutdown
+            instead of running them (every Future resolves with ``None``).
+        plot_dependency_graph_filename: where to draw the graph; giving it also turns on
+            ``plot_dependency_graph``.
+        export_workflow_filename: not implemented yet (``NotImplementedError`` unless ``None``).
+        log_obj_size: not implemented yet (``NotImplementedError`` unless ``False``).
+"""
+
+
+class SingleNodeExecutor(_Executor1x):
+    __doc__ = """Run each call in a Python subprocess on this computer (``Executor(backend="local")``).
+
+    Example:
+        >>> with SingleNodeExecutor() as exe:  # doctest: +SKIP
+        ...     print(exe.submit(sum, [1, 2]).result())
+        3
+    """ + _KEYWORDS_DOC.format(
+        submission_note="",
+        cache_note="Default ``None``: a temporary cache, removed at shutdown (every call runs).",
+        block_note="",
+    )
+
+    _BACKEND = "local"
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        cache_directory: Optional[str] = None,
+        max_cores: Optional[int] = None,
+        resource_dict: Optional[dict] = None,
+        hostname_localhost: Optional[bool] = None,
+        block_allocation: bool = False,
+        init_function: Optional[Callable] = None,
+        disable_dependencies: bool = False,
+        refresh_rate: float = 0.01,
+        plot_dependency_graph: bool = False,
+        plot_dependency_graph_filename: Optional[str] = None,
+        export_workflow_filename: Optional[str] = None,
+        log_obj_size: bool = False,
+        restart_limit: int = 0,
+    ):
+        self._start(max_workers=max_workers, cache_directory=cache_directory, max_cores=max_cores,
+                    resource_dict=resource_dict, hostname_localhost=hostname_localhost,
+                    block_allocation=block_allocation, init_function=init_function,
+                    disable_dependencies=disable_dependencies, refresh_rate=refresh_rate,
+                    plot_dependency_graph=plot_dependency_graph,
+                    plot_dependency_graph_filename=plot_dependency_graph_filename,
+                    export_workflow_filename=export_workflow_filename, log_obj_size=log_obj_size,
+                    extra={"restart_limit": (restart_limit, 0)})
+
+
+class SlurmJobExecutor(_Executor1x):
+    __doc__ = """Inside a SLURM allocation: each call is an ``srun`` job step
+    (``Executor(backend="slurm_allocation")``, see docs/allocation-mode.md).
+
+    ``pmi_mode`` (e.g. ``"pmix"``) becomes ``srun --mpi=<pmi_mode>`` of the MPI calls, unless
+    ``resource_dict["slurm_cmd_args"]`` names an ``--mpi`` already.
+    """ + _KEYWORDS_DOC.format(
+        submission_note=" (default: the allocation's CPUs)",
+        cache_note="Default ``None``: a temporary cache, removed at shutdown (every call runs).",
+        block_note="",
+    )
+
+    _BACKEND = "slurm_allocation"
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        cache_directory: Optional[str] = None,
+        max_cores: Optional[int] = None,
+        resource_dict: Optional[dict] = None,
+        pmi_mode: Optional[str] = None,
+        hostname_localhost: Optional[bool] = None,
+        block_allocation: bool = False,
+        init_function: Optional[Callable] = None,
+        disable_dependencies: bool = False,
+        refresh_rate: float = 0.01,
+        plot_dependency_graph: bool = False,
+        plot_dependency_graph_filename: Optional[str] = None,
+        export_workflow_filename: Optional[str] = None,
+        log_obj_size: bool = False,
+        restart_limit: int = 0,
+    ):
+        self._start(max_workers=max_workers, cache_directory=cache_directory, max_cores=max_cores,
+                    resource_dict=resource_dict, hostname_localhost=hostname_localhost,
+                    block_allocation=block_allocation, init_function=init_function,
+                    disable_dependencies=disable_dependencies, refresh_rate=refresh_rate,
+                    plot_dependency_graph=plot_dependency_graph,
+                    plot_dependency_graph_filename=plot_dependency_graph_filename,
+                    export_workflow_filename=export_workflow_filename, log_obj_size=log_obj_size,
+                    pmi_mode=pmi_mode, extra={"restart_limit": (restart_limit, 0)})
+
+
+class FluxJobExecutor(_Executor1x):
+    __doc__ = """Inside a flux allocation: each call is a ``flux run``
+    (``Executor(backend="flux_allocation")``, see docs/allocation-mode.md).
+
+    ``pmi_mode``, ``flux_executor``, ``flux_executor_nesting`` and ``flux_log_files`` are not
+    implemented yet: ``NotImplementedError`` unless left at their defaults.
+    """ + _KEYWORDS_DOC.format(
+        submission_note=" (default: the allocation's CPUs)",
+        cache_note="Default ``None``: a temporary cache, removed at shutdown (every call runs).",
+        block_note="",
+    )
+
+    _BACKEND = "flux_allocation"
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        cache_directory: Optional[str] = None,
+        max_cores: Optional[int] = None,
+        resource_dict: Optional[dict] = None,
+        pmi_mode: Optional[str] = None,
+        flux_executor: Any = None,
+        flux_executor_nesting: bool = False,
+        flux_log_files: bool = False,
+        hostname_localhost: Optional[bool] = None,
+        block_allocation: bool = False,
+        init_function: Optional[Callable] = None,
+        disable_dependencies: bool = False,
+        refresh_rate: float = 0.01,
+        plot_dependency_graph: bool = False,
+        plot_dependency_graph_filename: Optional[str] = None,
+        export_workflow_filename: Optional[str] = None,
+        log_obj_size: bool = False,
+        restart_limit: int = 0,
+    ):
+        self._start(max_workers=max_workers, cache_directory=cache_directory, max_cores=max_cores,
+                    resource_dict=resource_dict, hostname_localhost=hostname_localhost,
+                    block_allocation=block_allocation, init_function=init_function,
+                    disable_dependencies=disable_dependencies, refresh_rate=refresh_rate,
+                    plot_dependency_graph=plot_dependency_graph,
+                    plot_dependency_graph_filename=plot_dependency_graph_filename,
+                    export_workflow_filename=export_workflow_filename, log_obj_size=log_obj_size,
+                    pmi_mode=pmi_mode,
+                    extra={"flux_executor": (flux_executor, None),
+                           "flux_executor_nesting": (flux_executor_nesting, False),
+                           "flux_log_files": (flux_log_files, False),
+                           "restart_limit": (restart_limit, 0)})
+
+
+class SlurmClusterExecutor(_Executor1x):
+    __doc__ = """Each call is its own SLURM job, submitted with ``sbatch``
+    (``Executor(backend="slurm_submission")``, see docs/submission-mode.md).
+
+    ``pmi_mode`` (e.g. ``"pmix"``) becomes ``srun --mpi=<pmi_mode>`` of the MPI calls, unless
+    ``resource_dict["slurm_cmd_args"]`` names an ``--mpi`` already.
+    """ + _KEYWORDS_DOC.format(
+        submission_note=" — not available in the submission mode (NotImplementedError)",
+        cache_note=f"Default: ``{DEFAULT_CLUSTER_CACHE}`` in the working directory, as in the original.",
+        block_note=" — not available in the submission mode (ValueError)",
+    ) + """        pysqa_config_directory: a pysqa configuration directory to use instead of the built-in
+            SLURM support.
+"""
+
+    _BACKEND = "slurm_submission"
+    _SUBMISSION = True
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        cache_directory: Optional[str] = None,
+        max_cores: Optional[int] = None,
+        resource_dict: Optional[dict] = None,
+        pysqa_config_directory: Optional[str] = None,
+        pmi_mode: Optional[str] = None,
+        hostname_localhost: Optional[bool] = None,
+        block_allocation: bool = False,
+        init_function: Optional[Callable] = None,
+        disable_dependencies: bool = False,
+        refresh_rate: float = 0.01,
+        plot_dependency_graph: bool = False,
+        plot_dependency_graph_filename: Optional[str] = None,
+        export_workflow_filename: Optional[str] = None,
+        log_obj_size: bool = False,
+    ):
+        self._start(max_workers=max_workers, cache_directory=cache_directory, max_cores=max_cores,
+                    resource_dict=resource_dict, hostname_localhost=hostname_localhost,
+                    block_allocation=block_allocation, init_function=init_function,
+                    disable_dependencies=disable_dependencies, refresh_rate=refresh_rate,
+                    plot_dependency_graph=plot_dependency_graph,
+                    plot_dependency_graph_filename=plot_dependency_graph_filename,
+                    export_workflow_filename=export_workflow_filename, log_obj_size=log_obj_size,
+                    pysqa_config_directory=pysqa_config_directory, pmi_mode=pmi_mode)
+
+
+class FluxClusterExecutor(_Executor1x):
+    __doc__ = """Each call is its own flux job (``Executor(backend="flux_submission")``, see docs/flux.md).
+
+    ``pmi_mode`` is not implemented yet: ``NotImplementedError`` unless ``None``.
+    """ + _KEYWORDS_DOC.format(
+        submission_note=" — not available in the submission mode (NotImplementedError)",
+        cache_note=f"Default: ``{DEFAULT_CLUSTER_CACHE}`` in the working directory, as in the original.",
+        block_note=" — not available in the submission mode (ValueError)",
+    ) + """        pysqa_config_directory: a pysqa configuration directory to use instead of the built-in
+            flux support.
+"""
+
+    _BACKEND = "flux_submission"
+    _SUBMISSION = True
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        cache_directory: Optional[str] = None,
+        max_cores: Optional[int] = None,
+        resource_dict: Optional[dict] = None,
+        pysqa_config_directory: Optional[str] = None,
+        pmi_mode: Optional[str] = None,
+        hostname_localhost: Optional[bool] = None,
+        block_allocation: bool = False,
+        init_function: Optional[Callable] = None,
+        disable_dependencies: bool = False,
+        refresh_rate: float = 0.01,
+        plot_dependency_graph: bool = False,
+        plot_dependency_graph_filename: Optional[str] = None,
+        export_workflow_filename: Optional[str] = None,
+        log_obj_size: bool = False,
+    ):
+        self._start(max_workers=max_workers, cache_directory=cache_directory, max_cores=max_cores,
+                    resource_dict=resource_dict, hostname_localhost=hostname_localhost,
+                    block_allocation=block_allocation, init_function=init_function,
+                    disable_dependencies=disable_dependencies, refresh_rate=refresh_rate,
+                    plot_dependency_graph=plot_dependency_graph,
+                    plot_dependency_graph_filename=plot_dependency_graph_filename,
+                    export_workflow_filename=export_workflow_filename, log_obj_size=log_obj_size,
+                    pysqa_config_directory=pysqa_config_directory, pmi_mode=pmi_mode)
