@@ -4,12 +4,21 @@
 Every timing covers the whole ``with Executor(...)`` block: start-up, submissions, waiting for
 every result, shutdown. Each measured run uses a fresh, empty cache (nothing is served from it).
 ProcessPoolExecutor reuses its worker processes and keeps nothing on disk; the local backend
-starts one fresh interpreter per task and stores every call and result in the cache, so the ratio
-is the price of per-task processes plus the on-disk cache. With ``block_allocation=True`` (when
-the installed version has it) the local backend keeps persistent workers too.
+runs every task in a fresh process (forked by its fork server, executorlib.spawners.forkserver,
+which is started once per client process: the first Executor of the run pays its start) and
+stores every call and result in the cache, so the ratio is the price of per-task processes plus
+the on-disk cache. With ``block_allocation=True`` (when the installed version has it) the local
+backend keeps persistent workers too (forked by the same fork server).
+
+Then one call is followed step by step (``--parts`` sequential calls, median): submit, task
+write, start, run, result write, noticed (see :func:`measure_parts`), so that the table shows
+where the time of a call goes.
+
+The script measures the executorlib of the working tree it lives in (it puts the repository first
+on ``sys.path`` and ``PYTHONPATH``, for the workers too); peers run in their own interpreter.
 
     python benchmarks/bench_local.py [--chain 10] [--independent 100] [--workers 2] [--repeat 1]
-                                     [--peer-python /tmp/peers/bin/python]
+                                     [--parts 20] [--peer-python /tmp/peers/bin/python]
 """
 
 from __future__ import annotations
@@ -98,6 +107,73 @@ def run_submitit(options, kind: str) -> None:
             check(options.chain, [j.result() for j in jobs], options)
 
 
+def stamped_add(a, b):
+    """add(), and when it started (time.time(): the clocks of this machine's processes agree)."""
+    import time as _time
+
+    return a + b, _time.time()
+
+
+def measure_parts(options, block_allocation: bool = False) -> dict:
+    """Where the time of one call goes: ``options.parts`` calls one after the other (each waits
+    for the previous result), every step stamped with ``time.time()`` and the median reported.
+
+    submit: inside ``exe.submit()``; task write: ``TaskStore.write_task`` (pickles into task.h5,
+    in the scheduler thread); start: from the end of the task write to the first line of the
+    function (the scheduler hands the task to the spawner, the process starts or the persistent
+    worker takes it, task.h5 is read); run: the function (result.h5's runtime); result write:
+    from the function's end to result.h5's mtime; noticed: from result.h5's mtime until the
+    Future is done (the scheduler loop's look at the disk or its status query, reading the
+    result). total: from the submit() call to the Future done.
+    """
+    from executorlib import Executor, get_key
+    from executorlib.store import TaskStore
+
+    stamps: dict[str, dict] = {}
+    original_write = TaskStore.write_task
+
+    def write_task(self, key, *args, **kwargs):
+        begin = time.time()
+        try:
+            return original_write(self, key, *args, **kwargs)
+        finally:
+            stamps.setdefault(key, {}).update(write_begin=begin, write_end=time.time())
+
+    rows = []
+    TaskStore.write_task = write_task
+    try:
+        extra = {"block_allocation": True} if block_allocation else {}
+        with Executor(backend="local", max_workers=options.workers, **extra) as exe:
+            exe.submit(stamped_add, -1, 1).result()  # warm: workers or fork server started
+            store = TaskStore(exe._store.directory, create=False, use_index=False)
+            for i in range(options.parts):
+                done_at: list[float] = []
+                begin = time.time()
+                future = exe.submit(stamped_add, i, 1)
+                submitted = time.time()
+                future.add_done_callback(lambda _f: done_at.append(time.time()))
+                value, started = future.result()
+                while not done_at:  # the callback runs right after result() wakes up
+                    time.sleep(0.0001)
+                assert value == i + 1
+                key = get_key(future)
+                info = store.read_result_info(key)
+                written = os.stat(store.path(key, "result.h5")).st_mtime_ns / 1e9
+                s = stamps.get(key, {})
+                rows.append({
+                    "submit": submitted - begin,
+                    "task write": s.get("write_end", begin) - s.get("write_begin", begin),
+                    "start": started - s.get("write_end", begin),
+                    "run": info["runtime"],
+                    "result write": written - (started + info["runtime"]),
+                    "noticed": done_at[0] - written,
+                    "total": done_at[0] - begin,
+                })
+    finally:
+        TaskStore.write_task = original_write
+    return {name: C.median([r[name] for r in rows]) for name in rows[0]}
+
+
 def measure(run, options, repeat: int) -> dict:
     result = {}
     for kind in ("chain", "independent"):
@@ -118,8 +194,14 @@ def main() -> None:
     parser.add_argument("--independent", type=int, default=100, help="number of independent tasks")
     parser.add_argument("--workers", type=int, default=2, help="max_workers of every executor")
     parser.add_argument("--repeat", type=int, default=1, help="runs per workload (median reported)")
+    parser.add_argument("--parts", type=int, default=20,
+                        help="sequential calls timed step by step for the cost breakdown (0: none)")
     C.add_peer_arguments(parser)
     options = parser.parse_args()
+    if not options.as_peer:  # measure this working tree (and its workers), not another install
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        sys.path.insert(0, root)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     sizes = ["--chain", str(options.chain), "--independent", str(options.independent),
              "--workers", str(options.workers), "--repeat", str(options.repeat)]
 
@@ -135,6 +217,9 @@ def main() -> None:
         return
 
     C.print_header("Local backend")
+    import executorlib
+
+    print(f"executorlib from {os.path.dirname(executorlib.__file__)}")
     print(f"workload: a chain of {options.chain} add() calls, {options.independent} independent add() "
           f"calls; max_workers={options.workers}; median of {options.repeat} run(s)")
     # warm up imports and the OS file cache so that neither side pays them in the first run
@@ -161,6 +246,18 @@ def main() -> None:
           C.ratio(row["independent"], floor["independent"]), row["independent"] / options.independent]
          for name, row in rows.items()],
     )
+    if options.parts:
+        parts = {"backend='local'": measure_parts(options)}
+        try:
+            parts["block_allocation=True"] = measure_parts(options, block_allocation=True)
+        except (NotImplementedError, TypeError):
+            pass
+        names = list(next(iter(parts.values())))
+        C.print_table(
+            f"One call, step by step (median of {options.parts} sequential calls), milliseconds",
+            ["executor"] + names,
+            [[label] + [1000 * row[n] for n in names] for label, row in parts.items()],
+        )
     mine = rows["executorlib (ours), backend='local'"]
     print(f"\nratios to ProcessPoolExecutor: chain {C.ratio(mine['chain'], floor['chain']):.1f}x, "
           f"independent {C.ratio(mine['independent'], floor['independent']):.1f}x")

@@ -13,7 +13,9 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
     from executorlib.spawners.base import JobStatus, Spawner
     from executorlib.store import TaskStore
 
-__all__ = ["Seen", "StatusMonitor", "StatusUnavailable", "ended_without_result", "job_failure", "log_tail"]
+__all__ = ["Seen", "StatusMonitor", "StatusUnavailable", "ended_without_result", "job_failure", "log_tail",
+           "remember_output", "remembered_output"]
 
 log = logging.getLogger("executorlib")
 
@@ -107,13 +110,47 @@ def log_tail(path: Optional[os.PathLike], lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+#: how many processes' output tails are kept in memory (the most recent ones)
+_MAX_REMEMBERED = 256
+_remembered: "OrderedDict[str, tuple[str, str]]" = OrderedDict()
+_remembered_lock = threading.Lock()
+
+
+def remember_output(log_path: os.PathLike | str, tail: str, log_error: str = "") -> None:
+    """Keep the last lines a local process printed (``tail``), and why its log ``log_path``
+    could not be written (``log_error``, e.g. a full disk), for :func:`job_failure`: the log
+    may hold none of it."""
+    with _remembered_lock:
+        path = os.path.abspath(log_path)
+        _remembered.pop(path, None)
+        _remembered[path] = (tail, log_error)
+        while len(_remembered) > _MAX_REMEMBERED:
+            _remembered.popitem(last=False)
+
+
+def remembered_output(log_path: Optional[os.PathLike | str]) -> tuple[str, str]:
+    """(tail, log error) kept by :func:`remember_output` for ``log_path``, else ('', '')."""
+    if log_path is None:
+        return "", ""
+    with _remembered_lock:
+        return _remembered.get(os.path.abspath(log_path), ("", ""))
+
+
 def job_failure(store: "TaskStore", key: str, job_id: str, state: Optional[str], what: str) -> JobFailedError:
-    """The error of a task whose job ended without a result: state, job id, tail of its log."""
+    """The error of a task whose job ended without a result: state, job id, tail of its log (or,
+    when the log could not be written, of the output this process kept in memory)."""
     final = state or "UNKNOWN (no longer known to the scheduler)"
     log_path = claims.job_log(store, key)
     message = f"{what} for task {key} ended in state {final} without writing a result."
     tail = log_tail(log_path)
-    if tail:
+    kept, log_error = remembered_output(log_path)
+    if log_error:
+        message += f"\nIts output could not be written to {log_path}: {log_error}"
+    if tail and not log_error:
+        message += f"\nLast lines of {log_path}:\n{tail}"
+    elif kept:
+        message += f"\nLast lines of its output:\n{kept}"
+    elif tail:
         message += f"\nLast lines of {log_path}:\n{tail}"
     return JobFailedError(message, job_id=job_id, state=final)
 

@@ -151,7 +151,8 @@ def _read_output_fast(path: Path) -> Optional[np.ndarray]:
         fid.close()
 
 
-def _write_h5(path: Path, datasets: dict[str, bytes], attrs: dict[str, Any], exclusive: bool = False) -> bool:
+def _write_h5(path: Path, datasets: dict[str, bytes], attrs: dict[str, Any], exclusive: bool = False,
+              durable: bool = True) -> bool:
     """An HDF5 file of byte datasets and attributes, each dataset with its crc32 (computed from
     the bytes in memory: no second copy) and one crc32 over the attributes."""
     def fill(tmp: Path) -> None:
@@ -164,15 +165,37 @@ def _write_h5(path: Path, datasets: dict[str, bytes], attrs: dict[str, Any], exc
                 f.attrs[f"{_CHECKSUM}{name}"] = zlib.crc32(data)
             f.attrs[_ATTRS_CHECKSUM] = _attrs_checksum(f.attrs)  # as read back: what readers see
 
-    return write_atomic(path, fill, exclusive=exclusive)
+    return write_atomic(path, fill, exclusive=exclusive, durable=durable)
+
+
+def _is_temporary_cache(directory: Path) -> bool:
+    """Whether ``directory`` is the temporary cache an Executor without ``cache_directory``
+    made (``tempfile.mkdtemp(prefix="executorlib-")``): removed at shutdown, it has no later
+    reader, so its files need no fsync."""
+    import re
+    import tempfile
+
+    try:
+        tmp = Path(tempfile.gettempdir()).absolute()
+    except OSError:
+        return False
+    return directory.parent == tmp and re.fullmatch(r"executorlib-[a-z0-9_]{8}", directory.name) is not None
 
 
 class TaskStore:
     """Reads and writes the task folders of one cache directory."""
 
-    def __init__(self, directory: os.PathLike | str, create: bool = True, use_index: bool = True):
+    def __init__(self, directory: os.PathLike | str, create: bool = True, use_index: bool = True,
+                 durable: Optional[bool] = None):
         self.directory = Path(directory).expanduser().absolute()
         _check_path_length(self.directory)
+        # durable: task.h5 and result.h5 are fsync'ed before their rename (docs/cache.md,
+        # "Durability"). Only the temporary cache of an Executor without cache_directory goes
+        # without: nothing reads it after the process. The task file records the choice, so
+        # that the job writes the result the same way.
+        if durable is None:
+            durable = not (create and not use_index and _is_temporary_cache(self.directory))
+        self.durable = durable
         # packs of small results for fast reattach (executorlib.result_index), imported here
         # because jobs go without them
         self.index: Any = None
@@ -249,29 +272,46 @@ class TaskStore:
             "parents": json.dumps(parents),
             "client_cwd": os.getcwd(),
         }
-        return _write_h5(task_path, pickled, attrs, exclusive=True)
+        if not self.durable:
+            attrs["durable"] = 0  # absent (older files): durable
+        return _write_h5(task_path, pickled, attrs, exclusive=True, durable=self.durable)
 
-    def read_task(self, key: str) -> tuple[Any, Any, Any]:
-        """Load (function, args, kwargs) of a stored task."""
+    def open_task(self, key: str) -> h5py.File:
+        """The checked, open task.h5 of ``key``, for several reads in one open (the job's);
+        the caller closes it."""
+        return self._open(self.path(key, TASK_FILE))
+
+    def read_task(self, key: str, opened: Optional[h5py.File] = None) -> tuple[Any, Any, Any]:
+        """Load (function, args, kwargs) of a stored task (from ``opened``: :meth:`open_task`)."""
         path = self.path(key, TASK_FILE)
+        if opened is not None:
+            return tuple(self._unpickle(path, opened, n) for n in ("function", "args", "kwargs"))
         with self._open(path) as f:
             return tuple(self._unpickle(path, f, n) for n in ("function", "args", "kwargs"))
 
-    def read_task_info(self, key: str) -> dict:
-        """The task's metadata (no unpickling): function name, created, resources, parents."""
+    def read_task_info(self, key: str, opened: Optional[h5py.File] = None) -> dict:
+        """The task's metadata (no unpickling): function name, created, resources, parents
+        (from ``opened``: :meth:`open_task`)."""
         path = self.path(key, TASK_FILE)
+        if opened is not None:
+            return self._task_info(path, opened)
         with self._open(path) as f:
-            try:
-                return {
-                    "function_name": str(f.attrs["function_name"]),
-                    "created": float(f.attrs["created"]),
-                    "resources": json.loads(f.attrs["resources"]),
-                    "parents": json.loads(f.attrs["parents"]),
-                    "format_version": int(f.attrs["format_version"]),
-                    "client_cwd": str(f.attrs.get("client_cwd", "")),
-                }
-            except (KeyError, ValueError, TypeError) as err:
-                raise self._corrupted(path, f"attributes: {err!r}") from None
+            return self._task_info(path, f)
+
+    def _task_info(self, path: Path, f: h5py.File) -> dict:
+        attrs = f.attrs
+        try:
+            return {
+                "function_name": str(attrs["function_name"]),
+                "created": float(attrs["created"]),
+                "resources": json.loads(attrs["resources"]),
+                "parents": json.loads(attrs["parents"]),
+                "format_version": int(attrs["format_version"]),
+                "client_cwd": str(attrs.get("client_cwd", "")),
+                "durable": bool(int(attrs.get("durable", 1))),
+            }
+        except (KeyError, ValueError, TypeError) as err:
+            raise self._corrupted(path, f"attributes: {err!r}") from None
 
     def has_task(self, key: str) -> bool:
         return self.path(key, TASK_FILE).exists()
@@ -406,7 +446,7 @@ class TaskStore:
                  "host": socket.gethostname(), **attrs}
         self.task_dir(key).mkdir(mode=0o700, exist_ok=True)
         remove_stale_temporaries(self.task_dir(key))  # of an attempt killed while writing
-        _write_h5(self.path(key, RESULT_FILE), datasets, attrs)
+        _write_h5(self.path(key, RESULT_FILE), datasets, attrs, durable=self.durable)
         self.clear_setup_error(key)
 
     def read_result(self, key: str) -> Outcome:

@@ -116,10 +116,16 @@ class OutputPump:
         self._count = 0
         self._thread: Optional[threading.Thread] = None
 
-    def add(self, stdout: Any, stderr: Any, log: Any, done: threading.Event) -> None:
+    def add(self, stdout: Any, stderr: Any, log: Any, done: threading.Event,
+            log_path: Optional[os.PathLike | str] = None, log_error: str = "",
+            on_end: Optional[Callable[[], None]] = None) -> None:
         """Copy the pipes ``stdout`` and ``stderr`` until they end; then close ``log`` (a binary
-        file or None) and set ``done``."""
-        state = {"open": 2, "log": log, "done": done}
+        file or None) and set ``done``. The last lines of the output stay in memory too
+        (:func:`executorlib.monitor.remember_output` for ``log_path``): when the log cannot be
+        written (``log_error``, or a write fails: a full disk), a failure message still shows them.
+        ``on_end`` is called (in the pump's thread) once both pipes ended and ``done`` is set."""
+        state = {"open": 2, "log": log, "done": done, "log_path": log_path, "log_error": log_error,
+                 "on_end": on_end, "tails": {"stdout": bytearray(), "stderr": bytearray()}}
         with self._lock:
             for pipe, name in ((stdout, "stdout"), (stderr, "stderr")):
                 os.set_blocking(pipe.fileno(), False)
@@ -147,11 +153,15 @@ class OutputPump:
         except OSError:
             data = b""
         if data:
+            tail = state["tails"][name]
+            tail += data[-TAIL_BYTES:]
+            del tail[:-TAIL_BYTES]
             if state["log"] is not None:
                 try:
                     state["log"].write(data)
-                except (OSError, ValueError):
-                    pass
+                except (OSError, ValueError) as error:
+                    if not state["log_error"]:
+                        state["log_error"] = str(error) or type(error).__name__
             _write_text(name, decoder.decode(data))
             return
         _write_text(name, decoder.decode(b"", final=True))
@@ -162,8 +172,32 @@ class OutputPump:
         state["open"] -= 1
         if state["open"] == 0:
             if state["log"] is not None:
-                state["log"].close()
+                try:
+                    state["log"].close()
+                except OSError as error:
+                    state["log_error"] = state["log_error"] or str(error)
+            if state["log_path"] is not None:
+                remember_tail(state["log_path"], state["tails"], state["log_error"])
             state["done"].set()
+            if state["on_end"] is not None:
+                try:
+                    state["on_end"]()
+                except Exception:  # noqa: BLE001 - the copying of the others goes on
+                    pass
+
+
+#: bytes of each stream of a process kept in memory for failure messages
+TAIL_BYTES = 8192
+
+
+def remember_tail(log_path: os.PathLike | str, tails: dict, log_error: str = "") -> None:
+    """Hand the last lines of a process's output (stderr first) to the failure messages."""
+    from executorlib.monitor import LOG_TAIL_LINES, remember_output
+
+    chosen = tails.get("stderr") or tails.get("stdout") or b""
+    text = "\n".join(bytes(chosen).decode(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+    if text or log_error:
+        remember_output(log_path, text, log_error)
 
 
 def _write_text(name: str, text: str) -> None:
@@ -232,6 +266,7 @@ class LocalSpawner(Spawner):
         self._names: dict[str, str] = {}  # job id -> job_name, for describe()
         self._gpus: Optional[list[str]] = None  # visible_gpus(), asked once when a task wants GPUs
         self._pump = OutputPump()
+        self._wakeup: Optional[Callable[[], None]] = None
 
     def _visible_gpus(self) -> list[str]:
         if self._gpus is None:
@@ -285,18 +320,21 @@ class LocalSpawner(Spawner):
         gpus = self._free_gpus()[:gpus_needed(resources)]
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-        log = open(job.log_path, "ab", buffering=0) if job.log_path else None
+        log, log_error = None, ""
+        if job.log_path:
+            try:
+                log = open(job.log_path, "ab", buffering=0)
+            except OSError as error:  # e.g. a full disk: the output is still shown and kept
+                log_error = str(error)
         try:
-            popen = subprocess.Popen(
-                command, cwd=str(job.task_dir), env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            )
+            popen = self._start(command, cores, str(job.task_dir), env)
         except OSError as err:
             if log is not None:
                 log.close()
             raise SubmissionError(f"cannot start {command[0]}: {err}") from None
         drained = threading.Event()
-        self._pump.add(popen.stdout, popen.stderr, log, drained)
+        self._pump.add(popen.stdout, popen.stderr, log, drained, job.log_path, log_error,
+                       on_end=lambda: self._ended(popen))
         run_time_max = resources.get("run_time_max")
         deadline = time.monotonic() + run_time_max if run_time_max else None
         job_id = str(popen.pid)
@@ -304,6 +342,40 @@ class LocalSpawner(Spawner):
         if resources.get("job_name"):
             self._names[job_id] = resources["job_name"]
         return job_id
+
+    def set_wakeup(self, wakeup: Callable[[], None]) -> None:
+        """``wakeup()`` makes the scheduler loop ask :meth:`states` now (called when a process's
+        output ended: it ended, its result is written)."""
+        self._wakeup = wakeup
+
+    def _ended(self, popen: Any) -> None:
+        """The pipes of ``popen`` ended: once it exited (at once, normally), wake the loop."""
+        try:
+            popen.wait(timeout=0.02)
+        except subprocess.TimeoutExpired:  # it closed its output and lives on: found by polling
+            return
+        if self._wakeup is not None:
+            self._wakeup()
+
+    @staticmethod
+    def _start(command: list[str], cores: int, cwd: str, env: dict) -> Any:
+        """The job's process: a child of the fork server (a fork of a process that has the
+        worker's imports, see executorlib.spawners.forkserver) when the command is the plain
+        one-process worker, else (``mpiexec``, no fork server) a subprocess."""
+        prefix = [sys.executable, "-m", "executorlib.worker"]
+        if cores == 1 and command[:3] == prefix and "--mpi" not in command:
+            from executorlib.spawners import forkserver
+
+            server = forkserver.fork_server_for(env)
+            if server is not None:
+                try:
+                    return server.spawn(command[3:], cwd, env)
+                except OSError as error:  # it died or hangs: the next call starts another
+                    forkserver.mark_broken(server, str(error))
+        return subprocess.Popen(
+            command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )
 
     def states(self, job_ids: list[str]) -> dict[str, JobStatus]:
         now = time.monotonic()

@@ -13,7 +13,6 @@ import errno
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from executorlib import Executor, get_key
 from executorlib.errors import JobFailedError
@@ -128,11 +127,6 @@ def test_result_too_big_for_the_disk_fails_its_future_and_is_recomputed_later(tm
     assert executions(runs) == {"3": 1, f"ones{n}": 2, "4": 1}  # failed once, recomputed once
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library gap: when the disk is completely full, the job cannot write job.out either, and the "
-    "Future's JobFailedError says only 'ended in state FAILED (exit code 2) without writing a "
-    "result' - neither the path nor ENOSPC; the worker's traceback reaches only the caller's "
-    "stderr (OutputPump), not the exception"))
 def test_result_write_on_a_completely_full_disk_names_the_path_and_errno(tmpfs, runs):
     """The function itself fills the disk, so neither result.h5 nor job.out can be written: the
     Future still fails (no hang, no value) and its message names the task folder and ENOSPC."""
