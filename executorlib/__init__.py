@@ -18,6 +18,8 @@ _LAZY = {
     "get_key": "executorlib.cache",
     "cancel_cache_jobs": "executorlib.cache",
     "clean_cache": "executorlib.cache",
+    "terminate_tasks_in_cache": "executorlib.cache",
+    "terminate_task_in_cache": "executorlib.cache",
     "progress": "executorlib.progress",
     # the original executorlib 1.x's API (docs/migration.md)
     "SingleNodeExecutor": "executorlib.executors",

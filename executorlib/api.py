@@ -1,5 +1,7 @@
 """``executorlib.api``: the names of the original executorlib 1.x's ``executorlib.api`` module that
-this executorlib provides (see ``docs/migration.md`` for what is not here yet).
+this executorlib provides (see ``docs/migration.md`` for what is not here yet), among them
+:class:`~executorlib.executors.TestClusterExecutor`, the cluster executors' file-based path run
+with local processes.
 
 Importing it imports :mod:`executorlib.executor` (the scheduler and the cache, with h5py), not
 pysqa, mpi4py or flux.
@@ -16,6 +18,7 @@ from executorlib.executors import (
     SingleNodeExecutor,
     SlurmClusterExecutor,
     SlurmJobExecutor,
+    TestClusterExecutor,
 )
 from executorlib.future_tools import get_item_from_future, split_future
 
@@ -25,6 +28,7 @@ __all__ = [
     "SingleNodeExecutor",
     "SlurmClusterExecutor",
     "SlurmJobExecutor",
+    "TestClusterExecutor",
     "cloudpickle_register",
     "get_item_from_future",
     "split_future",

@@ -9,13 +9,16 @@ submitted, from one status query per backend to that backend's job scheduler)::
     running    its job is running, or was submitted and its state could not be asked
     pending    waiting: its job is queued, or it has no job yet (claimed, or never submitted)
 
-Nothing here unpickles a result or a task, so listing a cache is fast and safe (only
-``executorlib show`` loads a task's arguments, and only from a cache no one else can write to).
+Nothing here unpickles a result or a task unless asked, so listing a cache is fast and safe: the
+``input_args``, ``input_kwargs`` and ``output`` of a :func:`get_cache_data` record are unpickled
+only when they are read (and ``executorlib show`` loads a task's arguments only from a cache no
+one else can write to). Unpickling runs code: read them only from a cache you trust.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib
 import os
 import shutil
@@ -27,12 +30,14 @@ from typing import Any, Iterable, Optional, Union
 
 from executorlib.claims import claim_is_stale
 from executorlib.errors import CacheCorruptedError, JobFailedError
+from executorlib.files import TASK_FILE
 from executorlib.monitor import Seen, StatusMonitor, ended_without_result
 from executorlib.result_index import INDEX_DIR
 from executorlib.spawners.base import JobStatus, Spawner
 from executorlib.store import TaskStore, folder_size, write_cancelled
 
-__all__ = ["STATES", "get_cache_data", "get_key", "get_future_from_cache", "cancel_cache_jobs", "clean_cache"]
+__all__ = ["STATES", "CacheRecord", "get_cache_data", "get_key", "get_future_from_cache", "cancel_cache_jobs",
+           "clean_cache", "terminate_tasks_in_cache", "terminate_task_in_cache"]
 
 STATES = ("pending", "running", "done", "failed", "cancelled")
 #: a task folder with no job record for this long, and no result, has nothing that will run it
@@ -59,19 +64,21 @@ def _backend_name(name: str) -> str:
     raise ValueError(f"backend {name!r} is not known. Valid backends are: {', '.join(map(repr, BACKENDS))}")
 
 
-def _make_spawner(name: str) -> Spawner:
+def _make_spawner(name: str, pysqa_config_directory: Optional[PathLike] = None) -> Spawner:
     """A spawner of backend ``name`` that only asks about, and cancels, existing jobs."""
     from executorlib.executor import BACKENDS
 
-    module, cls, _ = BACKENDS[_backend_name(name)]
-    return getattr(importlib.import_module(module), cls)()
+    module, cls, submission = BACKENDS[_backend_name(name)]
+    options = {"pysqa_config_directory": pysqa_config_directory} if submission and pysqa_config_directory else {}
+    return getattr(importlib.import_module(module), cls)(**options)
 
 
 class _Spawners:
     """Spawners built on demand, one per backend; a backend that cannot be built is remembered."""
 
-    def __init__(self, override: Optional[str] = None):
+    def __init__(self, override: Optional[str] = None, pysqa_config_directory: Optional[PathLike] = None):
         self.override = override
+        self.pysqa_config_directory = pysqa_config_directory
         self._built: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -80,7 +87,7 @@ class _Spawners:
         with self._lock:
             if name not in self._built:
                 try:
-                    self._built[name] = _make_spawner(name)
+                    self._built[name] = _make_spawner(name, self.pysqa_config_directory)
                 except Exception as error:  # noqa: BLE001 - e.g. pysqa missing: raised to the caller
                     self._built[name] = error
             spawner = self._built[name]
@@ -205,17 +212,103 @@ def _record(store: TaskStore, key: str, job: Optional[dict], statuses: dict[_Job
     return record
 
 
-def get_cache_data(cache_directory: PathLike, query: bool = True) -> list[dict]:
-    """One flat dict per task of the cache: ``pandas.DataFrame(get_cache_data(...))`` works.
+class _NotLoaded:
+    """The value of a lazy field of a :class:`CacheRecord` before it is read."""
+
+    __slots__ = ("name", "load")
+
+    def __init__(self, name: str, load: Any):
+        self.name = name
+        self.load = load
+
+    def __repr__(self) -> str:
+        return f"<{self.name}: not loaded yet, read record[{self.name!r}]>"
+
+
+#: the fields of a get_cache_data record that are unpickled only when read
+LAZY_FIELDS = ("input_args", "input_kwargs", "output")
+
+
+class CacheRecord(dict):
+    """A record of :func:`get_cache_data`: a dict whose ``input_args``, ``input_kwargs`` and
+    ``output`` are unpickled from the task's files the first time they are read (``record[...]``,
+    ``get``, ``items``, ``values``), so that listing a large cache stays fast.
+
+    ``input_args`` (a tuple) and ``input_kwargs`` (a dict) are the call's arguments as stored, a
+    Future argument as a ``FutureRef`` naming its parent's key (``None`` when the task file is
+    gone); ``output`` is the result of a done task, else ``None``. C code that reads the dict
+    directly (``pandas.DataFrame(records)``) sees the placeholder of a field not read yet; call
+    :meth:`loaded` first (``pandas.DataFrame([r.loaded() for r in records])``).
+    """
+
+    def __getitem__(self, name: str) -> Any:
+        value = dict.__getitem__(self, name)
+        if isinstance(value, _NotLoaded):
+            value = value.load()
+            dict.__setitem__(self, name, value)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+    def items(self):  # type: ignore[override]
+        return [(name, self[name]) for name in self]
+
+    def values(self):  # type: ignore[override]
+        return [self[name] for name in self]
+
+    def loaded(self) -> dict:
+        """A plain dict of every field, the lazy ones read."""
+        return dict(self.items())
+
+
+def _load_input(store: TaskStore, key: str, index: int) -> Any:
+    if not store.has_task(key):
+        return None
+    return store.read_task(key)[index]
+
+
+def _load_output(store: TaskStore, key: str) -> Any:
+    info = store.read_result_info(key)
+    if info is None or not info["ok"]:
+        return None
+    return store.read_result(key).value
+
+
+def _queue_id(job_id: Any) -> Any:
+    """The job id as the original's ``queue_id``: an int where the scheduler's id is one."""
+    if job_id is None:
+        return None
+    text = str(job_id)
+    return int(text) if text.isdigit() else text
+
+
+def get_cache_data(cache_directory: PathLike, query: bool = True) -> list[CacheRecord]:
+    """One flat dict per task of the cache (a :class:`CacheRecord`).
 
     Keys: ``key``, ``function``, ``state`` (one of :data:`STATES`), ``job_id``, ``job_state``
     (the job scheduler's word when asked), ``backend``, ``created``, ``submitted``, ``finished``
     (seconds since the epoch), ``runtime`` (s), ``error`` ("Type: message"), ``size`` (bytes of
-    the task folder) and ``path``. ``query=False`` does not ask the job scheduler: submitted jobs
-    without a result then count as running. No result or task is unpickled.
+    the task folder) and ``path``; and, under the original executorlib's names, ``filename`` (the
+    task's ``task.h5``), ``queue_id`` (the job id, an int where the scheduler's id is one),
+    ``input_args``, ``input_kwargs`` and ``output``, which are unpickled only when read (see
+    :class:`CacheRecord`). ``query=False`` does not ask the job scheduler: submitted jobs without
+    a result then count as running. Listing unpickles nothing.
     """
     store = _open_store(cache_directory)
-    return [record for record, _ in _collect(store, None, query)]
+    records = []
+    for flat, _ in _collect(store, None, query):
+        record = CacheRecord(flat)
+        key = flat["key"]
+        dict.update(record, {
+            "filename": str(store.path(key, TASK_FILE)),
+            "queue_id": _queue_id(flat["job_id"]),
+            "input_args": _NotLoaded("input_args", functools.partial(_load_input, store, key, 1)),
+            "input_kwargs": _NotLoaded("input_kwargs", functools.partial(_load_input, store, key, 2)),
+            "output": _NotLoaded("output", functools.partial(_load_output, store, key)),
+        })
+        records.append(record)
+    return records
 
 
 # -- get_future_from_cache -----------------------------------------------------------------------
@@ -394,8 +487,11 @@ def get_key(future: Future) -> str:
     return key
 
 
-def get_future_from_cache(cache_directory: PathLike, key: str, backend: Optional[str] = None) -> Future:
+def get_future_from_cache(cache_directory: PathLike, key: Optional[str] = None, backend: Optional[str] = None,
+                          *, cache_key: Optional[str] = None) -> Future:
     """A Future of the task ``key`` in ``cache_directory``, resolved when its result appears.
+
+    ``cache_key=...`` is the original executorlib's name of ``key`` (give one of the two).
 
     A finished task resolves at once (its stored error is raised by ``result()``). Otherwise a
     background thread watches the task: the Future fails with JobFailedError when its job is known
@@ -403,6 +499,10 @@ def get_future_from_cache(cache_directory: PathLike, key: str, backend: Optional
     task's job.json), or when nothing was submitted to run it. The Future may be passed as an
     argument to ``Executor.submit`` like any Future of an Executor.
     """
+    if (key is None) == (cache_key is None):
+        raise TypeError("get_future_from_cache() needs the task's key, as key=... or cache_key=... "
+                        f"(not both), got key={key!r}, cache_key={cache_key!r}")
+    key = key if key is not None else cache_key
     store = _open_store(cache_directory)
     if not store.has_result(key) and not store.has_task(key):
         known = store.keys()
@@ -659,6 +759,53 @@ def cancel_cache_jobs(cache_directory: PathLike, keys: Optional[Iterable[str]] =
         return _cancel(store, _collect(store, keys, True, spawners), spawners)
     finally:
         spawners.close()
+
+
+def _terminate(cache_directory: PathLike, keys: Optional[list[str]], pysqa_config_directory: Optional[PathLike],
+               backend: Optional[str]) -> list[str]:
+    store = _open_store(cache_directory)
+    if keys is not None:
+        missing = [k for k in keys if not store.task_dir(k).is_dir()]
+        if missing:
+            raise KeyError(f"task {missing[0]!r} is not in cache directory {str(store.directory)!r}")
+    if backend is not None:
+        _backend_name(backend)  # an unknown name fails here, before anything is cancelled
+    spawners = _Spawners(override=backend, pysqa_config_directory=pysqa_config_directory)
+    try:
+        return _cancel(store, _collect(store, keys, True, spawners), spawners)
+    finally:
+        spawners.close()
+
+
+def terminate_tasks_in_cache(cache_directory: PathLike, pysqa_config_directory: Optional[PathLike] = None,
+                             backend: Optional[str] = None, *,
+                             config_directory: Optional[PathLike] = None) -> list[str]:
+    """The original executorlib's name of :func:`cancel_cache_jobs`: cancel every queued or
+    running job recorded in ``cache_directory``; return the keys whose jobs were cancelled.
+
+    Args:
+        cache_directory: the cache directory.
+        pysqa_config_directory: the pysqa configuration the jobs were submitted with (a submission
+            backend); ``config_directory`` is its older name.
+        backend: ask and cancel through this backend (``"slurm"``, ``"flux"``, or a backend name
+            such as ``"slurm_submission"``) instead of the one recorded for each job.
+    """
+    if config_directory is not None:
+        if pysqa_config_directory is not None:
+            raise TypeError("give pysqa_config_directory or its older name config_directory, not both")
+        pysqa_config_directory = config_directory
+    return _terminate(cache_directory, None, pysqa_config_directory, backend)
+
+
+def terminate_task_in_cache(cache_directory: PathLike, cache_key: str,
+                            pysqa_config_directory: Optional[PathLike] = None,
+                            backend: Optional[str] = None) -> list[str]:
+    """Cancel the job of the task ``cache_key`` (its key, see :func:`get_key`) if it is queued or
+    running; return ``[cache_key]`` when a job was cancelled, else ``[]``. KeyError when the
+    task is not in the cache. The other arguments are those of :func:`terminate_tasks_in_cache`."""
+    if not isinstance(cache_key, str):
+        raise TypeError(f"cache_key must be the task's key (a str), got {type(cache_key).__name__}")
+    return _terminate(cache_directory, [cache_key], pysqa_config_directory, backend)
 
 
 def _seconds(older_than: Union[None, float, int, datetime.timedelta], name: str = "older_than") -> Optional[float]:

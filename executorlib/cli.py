@@ -136,9 +136,11 @@ def _records_table(records: list[dict]) -> str:
 
 # -- commands --------------------------------------------------------------------------------------
 def _cmd_list(args: argparse.Namespace) -> int:
-    from executorlib.cache import get_cache_data
+    from executorlib.cache import LAZY_FIELDS, get_cache_data
 
-    records = get_cache_data(args.cache_dir, query=not args.no_query)
+    # the call's arguments and result are not listed: they would be unpickled
+    records = [{k: v for k, v in dict.items(r) if k not in LAZY_FIELDS}
+               for r in get_cache_data(args.cache_dir, query=not args.no_query)]
     if args.state:
         records = [r for r in records if r["state"] in args.state]
     if args.json:

@@ -7,17 +7,23 @@ import concurrent.futures.thread  # noqa: F401 - see _python_exit
 import functools
 import importlib
 import inspect
+import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
+import traceback
 import uuid
 import weakref
 from concurrent.futures import Executor as _BaseExecutor
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from executorlib.resources import merge_resources
+from executorlib.files import RESULT_FILE
+from executorlib.future_tools import batched as _batched
+from executorlib.future_tools import resolve_selected_futures
+from executorlib.resources import merge_resources, spawner_resources
 from executorlib.scheduler import Scheduler, resolve_from_store
 from executorlib.store import TaskStore
 from executorlib.task import Task, compute_key, function_name, replace_futures
@@ -189,6 +195,47 @@ def _check_not_an_argument(fn: Callable, resource_dict: Any) -> None:
     )
 
 
+_log_lock = threading.Lock()
+
+
+def _log_failure(path: str, future: Future) -> None:
+    """Done-callback of a call with ``resource_dict["error_log_file"]``: a failed call appends its
+    key, exception and traceback (with the remote task's traceback and the notes) to ``path``."""
+    if future.cancelled() or future.exception() is None:
+        return
+    error = future.exception()
+    key = getattr(future, "_executorlib_key", "?")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    entry = f"=== {stamp} task {key} failed with {type(error).__name__}: {error}\n{text}\n"
+    try:
+        with _log_lock, open(path, "a", encoding="utf-8") as log_file:
+            log_file.write(entry)
+    except OSError as problem:
+        logging.getLogger("executorlib").warning("cannot append to error_log_file %s: %s", path, problem)
+
+
+def _log_sizes(key: str, pickled: dict, store: TaskStore, future: Future) -> None:
+    """log_obj_size=True: the sizes of what goes to the task (now) and of its result file (when
+    the Future is done), at INFO level of the logger ``executorlib``."""
+    sizes = ", ".join(f"{name} {len(data)} bytes" for name, data in pickled.items())
+    _size_log.info("executorlib: task %s sends %s (pickled)", key, sizes)
+
+    def result_size(done: Future) -> None:
+        if done.cancelled():
+            return
+        try:
+            size = os.path.getsize(store.path(key, RESULT_FILE))
+        except OSError:
+            return
+        _size_log.info("executorlib: task %s: result file %s bytes", key, size)
+
+    future.add_done_callback(result_size)
+
+
+_size_log = logging.getLogger("executorlib")
+
+
 def _future_key(future: Future) -> str:
     key = getattr(future, "_executorlib_key", None)
     if key is None:
@@ -246,6 +293,13 @@ class Executor(_BaseExecutor):
         plot_dependency_graph_filename: where to draw it, in the format of its extension
             (``.png``, ``.svg``, ``.pdf``, ``.dot``); default: inline in Jupyter, else
             ``dependency_graph.png``. See :mod:`executorlib.graph`.
+        log_obj_size: log the size of each call's pickled function and arguments at submit and
+            of its result file when it is done (logger ``executorlib``, level INFO, e.g. after
+            ``logging.basicConfig(level=logging.INFO)``).
+        export_workflow_filename: record the submitted calls instead of running them (every
+            Future resolves at once with ``None``) and write them at shutdown to this JSON file
+            in the Python Workflow Definition format. A call the format cannot hold is a
+            ValueError at ``submit()``. See :mod:`executorlib.workflow`.
     """
 
     def __init__(
@@ -262,6 +316,8 @@ class Executor(_BaseExecutor):
         refresh_rate: float = 0.01,
         plot_dependency_graph: bool = False,
         plot_dependency_graph_filename: Optional[str] = None,
+        export_workflow_filename: Optional[str | os.PathLike] = None,
+        log_obj_size: bool = False,
     ):
         if _interpreter_exiting:
             raise RuntimeError("cannot start an Executor after interpreter shutdown")
@@ -286,6 +342,14 @@ class Executor(_BaseExecutor):
             from executorlib.graph import DependencyGraph
 
             self._graph = DependencyGraph(filename=plot_dependency_graph_filename)
+        if not isinstance(log_obj_size, bool):
+            raise TypeError(f"log_obj_size must be True or False, got {log_obj_size!r}")
+        self._log_obj_size = log_obj_size
+        self._workflow = None
+        if export_workflow_filename is not None:
+            from executorlib.workflow import WorkflowExport
+
+            self._workflow = WorkflowExport(export_workflow_filename)
 
         self._temporary_cache: Optional[str] = None
         if cache_directory is None:
@@ -300,13 +364,15 @@ class Executor(_BaseExecutor):
         else:
             options.update(max_workers=max_workers, max_cores=max_cores)
         if block_allocation and not submission:
-            options.update(resources=self._default_resources, init_function=init_function,
+            options.update(resources=spawner_resources(self._default_resources), init_function=init_function,
                            cache_directory=self._store.directory)
+        # set by the classes of executorlib.executors before this runs (pmi_mode, restart_limit)
+        options.update(getattr(self, "_spawner_options", None) or {})
         spawner_class = getattr(importlib.import_module(module_name), class_name)
         try:
             self._spawner = spawner_class(**options)
             # the Executor's defaults are checked now, not at the first submit
-            self._spawner.check_resources(merge_resources(self._default_resources, None))
+            self._spawner.check_resources(spawner_resources(merge_resources(self._default_resources, None)))
         except BaseException:
             if hasattr(self, "_spawner"):
                 self._spawner.close()
@@ -375,7 +441,9 @@ class Executor(_BaseExecutor):
     def submit(self, fn: Callable, /, *args: Any, resource_dict: Optional[dict] = None, **kwargs: Any) -> Future:
         """Schedule ``fn(*args, **kwargs)`` and return a Future.
 
-        Future arguments (also inside lists, tuples, sets and dicts) become dependencies. A call
+        Future arguments (also inside lists, tuples, sets and dicts) become dependencies, also
+        the Futures of :func:`~executorlib.future_tools.split_future`,
+        :func:`~executorlib.future_tools.get_item_from_future` and :meth:`batched`. A call
         whose result is already in the cache resolves at once without running again.
         ``resource_dict`` is the task's resources, never an argument of ``fn``: a function with a
         parameter of that name gets it through ``functools.partial`` (else TypeError). A call that
@@ -385,8 +453,15 @@ class Executor(_BaseExecutor):
             raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
         if resource_dict is not None:
             _check_not_an_argument(fn, resource_dict)
-        resources = merge_resources(self._default_resources, resource_dict)
+        # the Futures of split_future / get_item_from_future / batched: dependencies on their
+        # parent's task, the part is taken where the call runs
+        fn, args, kwargs = resolve_selected_futures(fn, args, kwargs)
+        merged = merge_resources(self._default_resources, resource_dict)
+        resources = spawner_resources(merged)  # without the keys the Executor acts on itself
         self._spawner.check_resources(resources)
+        cache_key, error_log = merged["cache_key"], merged["error_log_file"]
+        if error_log is not None:
+            error_log = os.path.abspath(os.fspath(error_log))  # relative to the cwd of submit()
         parents: dict[str, Future] = {}
         args = replace_futures(args, _future_key, parents)
         kwargs = replace_futures(kwargs, _future_key, parents)
@@ -401,9 +476,13 @@ class Executor(_BaseExecutor):
             if _interpreter_exiting:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             future: Future = Future()
+            if error_log is not None:
+                future.add_done_callback(functools.partial(_log_failure, error_log))
             fn_name = function_name(fn)
             try:
-                if self._temporary_cache is not None:
+                if cache_key is not None:  # named by the user (resource_dict["cache_key"])
+                    key = cache_key
+                elif self._temporary_cache is not None:
                     # no cache the user named: every submit() runs, as in concurrent.futures, so
                     # identical calls must not share a key (and the key costs no hashing)
                     key = f"{fn_name}_{uuid.uuid4().hex}"
@@ -415,10 +494,13 @@ class Executor(_BaseExecutor):
                 future.set_exception(_pickling_failure(fn_name, error))
                 return future
             future._executorlib_key = key  # type: ignore[attr-defined]
-            if self._graph is not None:
+            if self._graph is not None or self._workflow is not None:
+                if self._workflow is not None:  # first: a call it cannot hold raises, unrecorded
+                    self._workflow.add(key, fn, args, kwargs)
+                if self._graph is not None:
+                    self._graph.add(key, fn_name, args, kwargs, parents)
                 self._counts.track(future)
-                self._graph.add(key, fn_name, args, kwargs, parents)
-                future.set_result(None)  # plotting only: nothing runs, results are None
+                future.set_result(None)  # recording only: nothing runs, results are None
                 return future
             if self._temporary_cache is None and self._store.has_result(key):
                 self._counts.track(future)
@@ -430,6 +512,8 @@ class Executor(_BaseExecutor):
                 self._counts.track(future)
                 future.set_exception(_pickling_failure(fn_name, error))
                 return future
+            if self._log_obj_size:
+                _log_sizes(key, pickled, self._store, future)
             # the scheduler thread writes task.h5 (HDF5 + fsync, ~5 ms): submit() returns at once
             with _exit_lock:  # not after the exit hook took the list of live schedulers
                 if _interpreter_exiting:
@@ -448,6 +532,15 @@ class Executor(_BaseExecutor):
             raise ValueError("chunksize must be >= 1.")
         return super().map(fn, *iterables, timeout=timeout)
 
+    def batched(self, iterable: Iterable[Future], n: int) -> list[Future]:
+        """Futures of lists of ``n`` results, in order: the first resolves with the results of
+        the first ``n`` Futures of ``iterable``, the next with the following ``n``, ...; the last
+        batch may be shorter. A batch fails with the exception of its first failed Future.
+        Passed to :meth:`submit`, a batch is a dependency on each of its Futures and the function
+        receives the list of results (no extra task or job). See
+        :func:`executorlib.future_tools.batched`."""
+        return _batched(iterable, n)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks. ``wait`` blocks until every Future is done;
         ``cancel_futures`` cancels the unfinished tasks and their jobs. ``wait=False`` without
@@ -461,6 +554,8 @@ class Executor(_BaseExecutor):
             self._scheduler.shutdown(wait=True, cancel_futures=cancel_futures)
         if self._graph is not None and not already:
             self._graph.draw()
+        if self._workflow is not None and not already:
+            self._workflow.write()
         self._cleanup.detach()  # shutdown() was called: nothing left to do at collection
         if wait:
             with _exit_lock:

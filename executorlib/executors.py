@@ -27,7 +27,7 @@ import os
 from typing import Any, Callable, Optional
 
 from executorlib.executor import Executor
-from executorlib.future_tools import get_item_from_future, resolve_selected_futures, split_future
+from executorlib.future_tools import get_item_from_future, split_future
 from executorlib.resources import merge_resources
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "SlurmJobExecutor",
     "FluxClusterExecutor",
     "FluxJobExecutor",
+    "TestClusterExecutor",
     "split_future",
     "get_item_from_future",
 ]
@@ -43,6 +44,17 @@ __all__ = [
 #: the cache directory of the cluster executors when none is given, relative to the working
 #: directory at construction (as in the original)
 DEFAULT_CLUSTER_CACHE = "executorlib_cache"
+
+
+def _keywords(executor: "_Executor1x", frame_locals: dict) -> dict:
+    """The constructor's keywords as given (its ``locals()`` without ``self``); those of the
+    class's ``_UNSUPPORTED`` go to ``extra`` as (value, default), for ``_start`` to reject."""
+    given = {name: value for name, value in frame_locals.items() if name not in ("self", "__class__")}
+    extra = {name: (given.pop(name), default) for name, default in executor._UNSUPPORTED.items()
+             if name in given}
+    if extra:
+        given["extra"] = extra
+    return given
 
 
 def _not_implemented(name: str, value: Any, default: Any, why: str = "") -> None:
@@ -76,6 +88,10 @@ class _Executor1x(Executor):
 
     _BACKEND = "local"
     _SUBMISSION = False
+    #: the cache directory when none is given (None: a temporary one, unless _SUBMISSION)
+    _DEFAULT_CACHE: Optional[str] = None
+    #: keywords of the original accepted only at their default (name -> default) for now
+    _UNSUPPORTED: dict[str, Any] = {}
 
     def _start(self, *, max_workers: Optional[int], cache_directory: Optional[str | os.PathLike],
                max_cores: Optional[int], resource_dict: Optional[dict],
@@ -84,9 +100,8 @@ class _Executor1x(Executor):
                plot_dependency_graph: bool, plot_dependency_graph_filename: Optional[str],
                export_workflow_filename: Optional[str], log_obj_size: bool,
                pysqa_config_directory: Optional[str | os.PathLike] = None,
-               pmi_mode: Optional[str] = None, extra: Optional[dict] = None) -> None:
-        _not_implemented("export_workflow_filename", export_workflow_filename, None)
-        _not_implemented("log_obj_size", log_obj_size, False)
+               pmi_mode: Optional[str] = None, restart_limit: Optional[int] = None,
+               extra: Optional[dict] = None) -> None:
         for name, (value, default) in (extra or {}).items():
             _not_implemented(name, value, default)
         if self._SUBMISSION:
@@ -95,11 +110,31 @@ class _Executor1x(Executor):
                                  "own job and the job scheduler decides how many run at once")
             if cache_directory is None:
                 cache_directory = DEFAULT_CLUSTER_CACHE
+        if cache_directory is None and self._DEFAULT_CACHE is not None:
+            cache_directory = self._DEFAULT_CACHE
+        # options of the spawner (see Executor.__init__): only the allocation backends take them
+        self._spawner_options: dict[str, Any] = {}
         if pmi_mode is not None:
             if self._BACKEND.startswith("slurm"):
                 resource_dict = _with_pmi_mode(resource_dict, pmi_mode)
+            elif self._BACKEND == "flux_allocation":
+                if not isinstance(pmi_mode, str) or not pmi_mode.isidentifier():
+                    raise ValueError(f"pmi_mode must be the name of a flux PMI such as 'pmix' or "
+                                     f"'simple', got {pmi_mode!r}")
+                self._spawner_options["pmi_mode"] = pmi_mode  # flux run -o pmi=<pmi_mode>
             else:
-                _not_implemented("pmi_mode", pmi_mode, None, "flux's PMI cannot be chosen yet")
+                _not_implemented("pmi_mode", pmi_mode, None,
+                                 "the PMI of a flux_submission job cannot be chosen yet")
+        if restart_limit is not None:
+            if not isinstance(restart_limit, int) or isinstance(restart_limit, bool) or restart_limit < 0:
+                raise ValueError(f"restart_limit must be an int >= 0, got {restart_limit!r}")
+            if block_allocation:
+                self._spawner_options["restart_limit"] = restart_limit
+            elif restart_limit != 0:
+                raise ValueError(
+                    f"restart_limit={restart_limit} needs block_allocation=True: it bounds how often "
+                    "the persistent workers of a block allocation are started again after dying, and "
+                    "without block_allocation every call starts its own process")
         plot = bool(plot_dependency_graph) or plot_dependency_graph_filename is not None
         super().__init__(
             max_workers=max_workers,
@@ -114,6 +149,8 @@ class _Executor1x(Executor):
             refresh_rate=refresh_rate,
             plot_dependency_graph=plot,
             plot_dependency_graph_filename=plot_dependency_graph_filename,
+            export_workflow_filename=export_workflow_filename,
+            log_obj_size=log_obj_size,
         )
         self._info: dict[str, Any] = {
             "backend": self._BACKEND,
@@ -128,21 +165,15 @@ class _Executor1x(Executor):
             "refresh_rate": refresh_rate,
             "plot_dependency_graph": plot,
             "plot_dependency_graph_filename": plot_dependency_graph_filename,
+            "export_workflow_filename": export_workflow_filename,
+            "log_obj_size": log_obj_size,
         }
         if self._SUBMISSION:
             self._info["pysqa_config_directory"] = pysqa_config_directory
         if self._BACKEND != "local":
             self._info["pmi_mode"] = pmi_mode
-
-    # -- the call with parts of results as arguments -------------------------------------------------
-    def submit(self, fn: Callable, /, *args: Any, resource_dict: Optional[dict] = None, **kwargs: Any):
-        """As :meth:`Executor.submit`; in addition the Futures of :func:`split_future` and
-        :func:`get_item_from_future` are dependencies on their parent's task, and ``fn`` gets the
-        part of the parent's result."""
-        if not callable(fn):
-            raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
-        fn, args, kwargs = resolve_selected_futures(fn, args, kwargs)
-        return super().submit(fn, *args, resource_dict=resource_dict, **kwargs)
+        if restart_limit is not None:
+            self._info["restart_limit"] = restart_limit
 
     # -- members of the 1.x executors -----------------------------------------------------------------
     def __len__(self) -> int:
@@ -203,8 +234,20 @@ _KEYWORDS_DOC = """
             instead of running them (every Future resolves with ``None``).
         plot_dependency_graph_filename: where to draw the graph; giving it also turns on
             ``plot_dependency_graph``.
-        export_workflow_filename: not implemented yet (``NotImplementedError`` unless ``None``).
-        log_obj_size: not implemented yet (``NotImplementedError`` unless ``False``).
+        export_workflow_filename: record the calls instead of running them (every Future
+            resolves with ``None``) and write them at shutdown to this JSON file in the Python
+            Workflow Definition format (see :mod:`executorlib.workflow`).
+        log_obj_size: log the size of each call's pickled function and arguments, and of its
+            result file, at INFO level of the logger ``executorlib``.
+"""
+
+
+_RESTART_LIMIT_DOC = """        restart_limit: with ``block_allocation=True``: how many times a worker that died is
+            started again (a call that crashed its worker, a running call that was cancelled or
+            ran past its ``run_time_max``: each of these ends its worker). The default ``0`` (as
+            in the original) starts none, so the pool shrinks with each death and calls fail once
+            no worker is left; ``Executor(backend=...)`` allows 10. Without block allocation only
+            ``0`` is valid (ValueError otherwise).
 """
 
 
@@ -222,6 +265,7 @@ class SingleNodeExecutor(_Executor1x):
     )
 
     _BACKEND = "local"
+    _UNSUPPORTED = {"restart_limit": 0}  # the local pool restarts dead workers without a limit
 
     def __init__(
         self,
@@ -240,14 +284,7 @@ class SingleNodeExecutor(_Executor1x):
         log_obj_size: bool = False,
         restart_limit: int = 0,
     ):
-        self._start(max_workers=max_workers, cache_directory=cache_directory, max_cores=max_cores,
-                    resource_dict=resource_dict, hostname_localhost=hostname_localhost,
-                    block_allocation=block_allocation, init_function=init_function,
-                    disable_dependencies=disable_dependencies, refresh_rate=refresh_rate,
-                    plot_dependency_graph=plot_dependency_graph,
-                    plot_dependency_graph_filename=plot_dependency_graph_filename,
-                    export_workflow_filename=export_workflow_filename, log_obj_size=log_obj_size,
-                    extra={"restart_limit": (restart_limit, 0)})
+        self._start(**_keywords(self, locals()))
 
 
 class SlurmJobExecutor(_Executor1x):
@@ -260,7 +297,7 @@ class SlurmJobExecutor(_Executor1x):
         submission_note=" (default: the allocation's CPUs)",
         cache_note="Default ``None``: a temporary cache, removed at shutdown (every call runs).",
         block_note="",
-    )
+    ) + _RESTART_LIMIT_DOC
 
     _BACKEND = "slurm_allocation"
 
@@ -282,29 +319,25 @@ class SlurmJobExecutor(_Executor1x):
         log_obj_size: bool = False,
         restart_limit: int = 0,
     ):
-        self._start(max_workers=max_workers, cache_directory=cache_directory, max_cores=max_cores,
-                    resource_dict=resource_dict, hostname_localhost=hostname_localhost,
-                    block_allocation=block_allocation, init_function=init_function,
-                    disable_dependencies=disable_dependencies, refresh_rate=refresh_rate,
-                    plot_dependency_graph=plot_dependency_graph,
-                    plot_dependency_graph_filename=plot_dependency_graph_filename,
-                    export_workflow_filename=export_workflow_filename, log_obj_size=log_obj_size,
-                    pmi_mode=pmi_mode, extra={"restart_limit": (restart_limit, 0)})
+        self._start(**_keywords(self, locals()))
 
 
 class FluxJobExecutor(_Executor1x):
     __doc__ = """Inside a flux allocation: each call is a ``flux run``
     (``Executor(backend="flux_allocation")``, see docs/allocation-mode.md).
 
-    ``pmi_mode``, ``flux_executor``, ``flux_executor_nesting`` and ``flux_log_files`` are not
-    implemented yet: ``NotImplementedError`` unless left at their defaults.
+    ``pmi_mode`` (e.g. ``"pmix"``) becomes ``flux run -o pmi=<pmi_mode>`` of every call (and of
+    the workers of a block allocation). ``flux_executor``, ``flux_executor_nesting`` and
+    ``flux_log_files`` are not implemented yet: ``NotImplementedError`` unless left at their
+    defaults.
     """ + _KEYWORDS_DOC.format(
         submission_note=" (default: the allocation's CPUs)",
         cache_note="Default ``None``: a temporary cache, removed at shutdown (every call runs).",
         block_note="",
-    )
+    ) + _RESTART_LIMIT_DOC
 
     _BACKEND = "flux_allocation"
+    _UNSUPPORTED = {"flux_executor": None, "flux_executor_nesting": False, "flux_log_files": False}
 
     def __init__(
         self,
@@ -327,18 +360,7 @@ class FluxJobExecutor(_Executor1x):
         log_obj_size: bool = False,
         restart_limit: int = 0,
     ):
-        self._start(max_workers=max_workers, cache_directory=cache_directory, max_cores=max_cores,
-                    resource_dict=resource_dict, hostname_localhost=hostname_localhost,
-                    block_allocation=block_allocation, init_function=init_function,
-                    disable_dependencies=disable_dependencies, refresh_rate=refresh_rate,
-                    plot_dependency_graph=plot_dependency_graph,
-                    plot_dependency_graph_filename=plot_dependency_graph_filename,
-                    export_workflow_filename=export_workflow_filename, log_obj_size=log_obj_size,
-                    pmi_mode=pmi_mode,
-                    extra={"flux_executor": (flux_executor, None),
-                           "flux_executor_nesting": (flux_executor_nesting, False),
-                           "flux_log_files": (flux_log_files, False),
-                           "restart_limit": (restart_limit, 0)})
+        self._start(**_keywords(self, locals()))
 
 
 class SlurmClusterExecutor(_Executor1x):
@@ -376,14 +398,7 @@ class SlurmClusterExecutor(_Executor1x):
         export_workflow_filename: Optional[str] = None,
         log_obj_size: bool = False,
     ):
-        self._start(max_workers=max_workers, cache_directory=cache_directory, max_cores=max_cores,
-                    resource_dict=resource_dict, hostname_localhost=hostname_localhost,
-                    block_allocation=block_allocation, init_function=init_function,
-                    disable_dependencies=disable_dependencies, refresh_rate=refresh_rate,
-                    plot_dependency_graph=plot_dependency_graph,
-                    plot_dependency_graph_filename=plot_dependency_graph_filename,
-                    export_workflow_filename=export_workflow_filename, log_obj_size=log_obj_size,
-                    pysqa_config_directory=pysqa_config_directory, pmi_mode=pmi_mode)
+        self._start(**_keywords(self, locals()))
 
 
 class FluxClusterExecutor(_Executor1x):
@@ -419,11 +434,45 @@ class FluxClusterExecutor(_Executor1x):
         export_workflow_filename: Optional[str] = None,
         log_obj_size: bool = False,
     ):
-        self._start(max_workers=max_workers, cache_directory=cache_directory, max_cores=max_cores,
-                    resource_dict=resource_dict, hostname_localhost=hostname_localhost,
-                    block_allocation=block_allocation, init_function=init_function,
-                    disable_dependencies=disable_dependencies, refresh_rate=refresh_rate,
-                    plot_dependency_graph=plot_dependency_graph,
-                    plot_dependency_graph_filename=plot_dependency_graph_filename,
-                    export_workflow_filename=export_workflow_filename, log_obj_size=log_obj_size,
-                    pysqa_config_directory=pysqa_config_directory, pmi_mode=pmi_mode)
+        self._start(**_keywords(self, locals()))
+
+
+class TestClusterExecutor(_Executor1x):
+    __doc__ = """The cluster executors' file-based path run with local processes: for testing a
+    workflow meant for :class:`SlurmClusterExecutor` or :class:`FluxClusterExecutor` on a laptop
+    (``Executor(backend="local", cache_directory="executorlib_cache")``).
+
+    Every call is written to the cache directory as its task file, run by a Python process that
+    reads it and writes its result file next to it, exactly as a cluster job does; what the job
+    scheduler does there (queueing, ``afterok`` dependencies) is done by the local process pool.
+    As with the cluster executors, the cache directory defaults to ``executorlib_cache`` in the
+    working directory, so a second run returns the stored results without running the calls
+    again, and a run that was interrupted picks up the calls still running. Not for production:
+    use :class:`SingleNodeExecutor` on one computer.
+    """ + _KEYWORDS_DOC.format(
+        submission_note="",
+        cache_note=f"Default: ``{DEFAULT_CLUSTER_CACHE}`` in the working directory, as for the cluster executors.",
+        block_note="",
+    )
+
+    __test__ = False  # not a test class for pytest, whatever its name
+    _BACKEND = "local"
+    _DEFAULT_CACHE = DEFAULT_CLUSTER_CACHE
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        cache_directory: Optional[str] = None,
+        max_cores: Optional[int] = None,
+        resource_dict: Optional[dict] = None,
+        hostname_localhost: Optional[bool] = None,
+        block_allocation: bool = False,
+        init_function: Optional[Callable] = None,
+        disable_dependencies: bool = False,
+        refresh_rate: float = 0.01,
+        plot_dependency_graph: bool = False,
+        plot_dependency_graph_filename: Optional[str] = None,
+        export_workflow_filename: Optional[str] = None,
+        log_obj_size: bool = False,
+    ):
+        self._start(**_keywords(self, locals()))

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import threading
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterable
 
-__all__ = ["SelectedFuture", "split_future", "get_item_from_future", "resolve_selected_futures"]
+__all__ = ["SelectedFuture", "BatchedFuture", "split_future", "get_item_from_future", "batched",
+           "resolve_selected_futures"]
 
 
 class SelectedFuture(Future):
@@ -107,6 +109,72 @@ def split_future(future: Future, n: int) -> list[SelectedFuture]:
     return [get_item_from_future(future, i) for i in range(n)]
 
 
+class BatchedFuture(Future):
+    """The Future of the list of results of ``members`` (in their order), made by :func:`batched`.
+
+    It resolves when every member is done: with the list of their results, with the exception of
+    the first member (in order) that failed, or cancelled when a member was cancelled.
+
+    Attributes:
+        members: the Futures of the batch, in order.
+    """
+
+    def __init__(self, members: list):
+        super().__init__()
+        self.members: tuple = tuple(members)
+        self._lock = threading.Lock()
+        self._left = len(self.members)
+        if not self.members:
+            self.set_result([])
+        for member in self.members:
+            member.add_done_callback(self._member_done)
+
+    def _member_done(self, _member: Future) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left:
+                return
+        try:
+            for member in self.members:
+                if member.cancelled():
+                    self.cancel()
+                    return
+                error = member.exception()
+                if error is not None:
+                    self.set_exception(error)
+                    return
+            self.set_result([member.result() for member in self.members])
+        except InvalidStateError:  # the user cancelled the batch itself
+            pass
+
+    def __repr__(self) -> str:
+        return f"<BatchedFuture of {len(self.members)} Futures, state={self._state.lower()}>"
+
+
+def batched(futures: Iterable[Future], n: int) -> list[BatchedFuture]:
+    """Futures of lists of ``n`` results: the first resolves with the results of ``futures[0:n]``,
+    the next with those of ``futures[n:2n]``, ...; the last batch may be shorter.
+
+    A batch resolves when all its Futures are done, with their results in the order of
+    ``futures``; it fails with the exception of its first failed Future. Passed to ``submit()``
+    of an executorlib Executor, a batch is a dependency on each of its Futures (no extra task or
+    job) and the function receives the list of results.
+
+    Example:
+        >>> with SingleNodeExecutor() as exe:  # doctest: +SKIP
+        ...     futures = [exe.submit(abs, -i) for i in range(5)]
+        ...     print([exe.submit(sum, b).result() for b in exe.batched(futures, n=2)])
+        [1, 5, 4]
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"batched() needs a batch size n >= 1, got {n!r}")
+    futures = list(futures)
+    for future in futures:
+        if not isinstance(future, Future):
+            raise TypeError(f"batched() needs Futures, got {type(future).__name__}")
+    return [BatchedFuture(futures[i:i + n]) for i in range(0, len(futures), n)]
+
+
 # -- submit() support ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -143,13 +211,19 @@ def resolve_selected_futures(fn: Callable, args: tuple, kwargs: dict) -> tuple[C
     """Prepare a call for ``Executor.submit``: each :class:`SelectedFuture` argument (also inside
     lists, tuples, sets, dicts and dataclass instances) becomes a :class:`Selected` that holds
     its root Future (which the Executor turns into a dependency), and ``fn`` is wrapped in
-    :class:`SelectItems`. A call without such arguments comes back unchanged."""
+    :class:`SelectItems`; each :class:`BatchedFuture` becomes the list of its members. A call
+    without such arguments comes back unchanged."""
     found = []
 
     def leaf(obj: Any) -> Any:
         if isinstance(obj, SelectedFuture):
             found.append(obj)
-            return Selected(obj.source, obj.path)
+            source = obj.source
+            if isinstance(source, BatchedFuture):  # a part of a batch: of the list of its members
+                source = leaf(source)
+            return Selected(source, obj.path)
+        if isinstance(obj, BatchedFuture):  # the list of its members, each a dependency
+            return [leaf(member) for member in obj.members]
         return obj
 
     from executorlib.task import _map_leaves  # light: no h5py, no pysqa

@@ -8,11 +8,14 @@ default, naming the backends that honour it (:func:`reject_unhonoured`, used by 
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Callable, Optional
 
-__all__ = ["RESOURCE_KEYS", "ResourceKey", "merge_resources", "validate_resources", "reject_unhonoured"]
+__all__ = ["RESOURCE_KEYS", "CLIENT_KEYS", "ResourceKey", "merge_resources", "validate_resources",
+           "reject_unhonoured", "spawner_resources"]
 
 
 def _positive_int(value: Any) -> bool:
@@ -47,6 +50,23 @@ def _memory(value: Any) -> bool:
     return _positive_number(value) or (isinstance(value, str) and value.strip() != "")
 
 
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_CACHE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")
+
+
+def _cache_key(value: Any) -> bool:
+    """A name for a task folder: no path separator, no whitespace, no leading dot (hidden
+    files are executorlib's own), at most 200 characters."""
+    return isinstance(value, str) and _CACHE_KEY.fullmatch(value) is not None
+
+
+def _path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and str(os.fspath(value)).strip() != "" and "\0" not in str(os.fspath(value))
+
+
 @dataclass(frozen=True)
 class ResourceKey:
     """One valid key of ``resource_dict``: its default, its check and what it means."""
@@ -56,6 +76,8 @@ class ResourceKey:
     check: Callable[[Any], bool]
     allowed: str
     help: str
+    #: for the error of a backend that cannot honour the key: which backends do
+    honoured_by: str = ""
 
 
 RESOURCE_KEYS: dict[str, ResourceKey] = {
@@ -87,7 +109,26 @@ RESOURCE_KEYS: dict[str, ResourceKey] = {
                     "job-script template replacing the built-in one; may use extra resource_dict keys"),
         ResourceKey("openmpi_oversubscribe", False, _bool, "True or False",
                     "pass --oversubscribe to an Open MPI mpiexec on the local backend"),
+        ResourceKey("priority", None, _optional(_int), "None or an int",
+                    "the job's priority as the job scheduler takes it: SLURM --nice (a higher value runs later; "
+                    "a negative one needs an operator), flux --urgency (0 to 31, default 16, a higher value runs sooner)",
+                    honoured_by="backend='slurm_submission' (#SBATCH --nice) and 'flux_submission' (--urgency)"),
+        ResourceKey("cache_key", None, _optional(_cache_key),
+                    "None or a name of letters, digits and _ . + - (not starting with . + -, at most 200 characters)",
+                    "the task's key, named by the user instead of computed from the call: the name of its folder "
+                    "in the cache, and the cached result that an identical cache_key returns whatever the arguments"),
+        ResourceKey("error_log_file", None, _optional(_path), "None or a file path",
+                    "a failed call appends its exception and traceback to this file (written by the client, "
+                    "on every backend)"),
     ]
+}
+
+#: keys that the Executor acts on itself (the client): they are never handed to a spawner
+CLIENT_KEYS = ("cache_key", "error_log_file")
+
+#: keys of the original executorlib 1.x that this executorlib does not implement yet
+NOT_IMPLEMENTED_KEYS = {
+    "cache_directory": "a cache directory per call; give Executor(cache_directory=...) instead",
 }
 
 
@@ -101,6 +142,11 @@ def validate_resources(resources: dict, allow_extra: bool = False) -> None:
         raise TypeError(f"resource_dict must be a dict, got {type(resources).__name__}")
     for name, value in resources.items():
         spec = RESOURCE_KEYS.get(name)
+        if spec is None and name in NOT_IMPLEMENTED_KEYS:
+            raise NotImplementedError(
+                f"resource_dict[{name!r}] (a key of the original executorlib 1.x: "
+                f"{NOT_IMPLEMENTED_KEYS[name]}) is not implemented by this executorlib yet. "
+                "See docs/migration.md.")
         if spec is None:
             if allow_extra:
                 if not isinstance(name, str) or not name.isidentifier():
@@ -153,7 +199,8 @@ def reject_unhonoured(resources: dict, backend: str, honoured: dict[str, Callabl
                 continue
         elif spec is not None and (value == spec.default or (not value and not spec.default)):
             continue  # not given ([] and () alike)
-        elsewhere = honoured_elsewhere.get(name, "a submission_template that uses it")
+        elsewhere = (honoured_elsewhere.get(name) or (spec.honoured_by if spec is not None else "")
+                     or "a submission_template that uses it")
         if spec is None:
             raise ValueError(
                 f"resource_dict[{name!r}] = {value!r} is a key for a submission_template, which "
@@ -163,6 +210,11 @@ def reject_unhonoured(resources: dict, backend: str, honoured: dict[str, Callabl
             f"resource_dict[{name!r}] = {value!r} cannot be honoured by backend={backend!r}, which "
             f"would ignore it. It is honoured by {elsewhere}. Drop the key (or give "
             f"{spec.default!r}) for backend={backend!r}.")
+
+
+def spawner_resources(resources: dict) -> dict:
+    """``resources`` without the :data:`CLIENT_KEYS`, which the Executor acts on itself."""
+    return {k: v for k, v in resources.items() if k not in CLIENT_KEYS}
 
 
 def user_keys(resources: dict) -> dict:

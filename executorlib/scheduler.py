@@ -25,6 +25,7 @@ Future follows it any more.
 
 from __future__ import annotations
 
+import copy
 import enum
 import errno as errno_module
 import logging
@@ -40,7 +41,7 @@ from typing import Callable, Optional
 from executorlib import claims
 from executorlib.cadence import Cadence
 from executorlib.deps import Dependencies
-from executorlib.errors import DependencyError, JobFailedError, SubmissionError, TaskExitError
+from executorlib.errors import DependencyError, ExecutorlibError, JobFailedError, SubmissionError, TaskExitError
 from executorlib.files import JOB_FILE, TASK_FILE
 from executorlib.monitor import Seen, StatusMonitor, StatusUnavailable, ended_without_result, job_failure, log_tail
 from executorlib.spawners.base import JobSpec, Spawner, worker_command
@@ -136,7 +137,7 @@ def write_failure(what: str, path: os.PathLike | str, error: BaseException) -> O
     return problem
 
 
-def _parent_problem(parent_key: str, parent: Future) -> Optional[DependencyError]:
+def _parent_problem(parent_key: str, parent: Future) -> Optional[BaseException]:
     """The error for a child of a finished parent Future, or None when the parent succeeded."""
     if parent.cancelled():
         return DependencyError(f"parent task {parent_key} was cancelled")
@@ -144,12 +145,50 @@ def _parent_problem(parent_key: str, parent: Future) -> Optional[DependencyError
     return None if error is None else _problem_of(parent_key, error)
 
 
-def _problem_of(parent_key: str, error: BaseException) -> DependencyError:
+def _problem_of(parent_key: str, error: BaseException) -> BaseException:
+    """The error for the children of a task that failed with ``error``.
+
+    A child raises the parent's own exception type (a copy of the parent's exception, with a note
+    naming the failed parent), so that ``except ValueError:`` at the end of a chain works. What
+    has no exception of its own to pass on becomes a :class:`DependencyError` naming the parent
+    (with the parent's error as ``__cause__``): a cancelled parent, executorlib's own errors about
+    the parent's job (JobFailedError, SubmissionError, ... : the child's job did not fail, an
+    ``except JobFailedError:`` that resubmits must not see it), and an exception that cannot be
+    copied.
+    """
     if isinstance(error, CancelledError):
         return DependencyError(f"parent task {parent_key} was cancelled")
-    problem = DependencyError(f"parent task {parent_key} failed with {type(error).__name__}: {error}")
-    problem.__cause__ = error
-    return problem
+    passed = None if isinstance(error, ExecutorlibError) else _copy_exception(error)
+    if passed is None:
+        problem = DependencyError(f"parent task {parent_key} failed with {type(error).__name__}: {error}")
+        problem.__cause__ = error
+        return problem
+    _add_note(passed, f"executorlib: this call did not run: its parent task {parent_key} failed "
+                      f"with {type(error).__name__}: {error}")
+    return passed
+
+
+def _copy_exception(error: BaseException) -> Optional[BaseException]:
+    """A new exception of ``error``'s type with its arguments, attributes and notes (the notes
+    in a list of its own); None when the type cannot be re-made from its pickle state."""
+    try:
+        clone = copy.copy(error)
+    except Exception:  # noqa: BLE001 - a constructor that needs other arguments
+        return None
+    if type(clone) is not type(error) or clone is error:
+        return None
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        clone.__notes__ = list(notes)  # type: ignore[attr-defined]
+    return clone
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    if hasattr(error, "add_note"):
+        if note not in getattr(error, "__notes__", ()):
+            error.add_note(note)
+    else:  # Python < 3.11
+        error.args = (*error.args, note) if error.args else (note,)
 
 
 # -- the loop's bookkeeping --------------------------------------------------------------------------
@@ -213,6 +252,8 @@ class Scheduler:
         # go now), so that shutdown(wait=False) followed by the end of the process loses none
         self._handed_over = threading.Event()
         self._dead_lock = threading.Lock()
+        if hasattr(spawner, "set_wakeup"):  # it learns of ended jobs at once: the loop looks then
+            spawner.set_wakeup(lambda: self._inbox.put(("wake", None)))
         self._thread = threading.Thread(target=self._main, name="executorlib-scheduler", daemon=True)
         self._thread.start()
 
@@ -552,7 +593,7 @@ class Scheduler:
         elif self._deps.release(child_key, parent_key):
             self._unblocked(child_key)
 
-    def _import_result(self, parent_key: str, parent: Future) -> Optional[DependencyError]:
+    def _import_result(self, parent_key: str, parent: Future) -> Optional[BaseException]:
         """A successful parent of another Executor has its result in another cache: copy it
         into this one, where the child's job looks for it."""
         if self.store.has_result(parent_key):
@@ -712,9 +753,7 @@ class Scheduler:
         for parent_key in entry.task.parents:
             info = self.store.read_result_info(parent_key) if self.store.has_result(parent_key) else None
             if info and not info["ok"]:
-                self._fail(entry, DependencyError(
-                    f"task {entry.key} cannot run: its parent task {parent_key} failed "
-                    f"with {info['error_type']}: {info['error_message']}"))
+                self._fail(entry, self._stored_problem(entry.key, parent_key, info))
                 return True
         old_job = entry.job_id
         if old_job is None:
@@ -730,6 +769,18 @@ class Scheduler:
                 self._deps.add(entry.key, parent_key)  # wait for the parent's new job id
         self._decide(entry)
         return True
+
+    def _stored_problem(self, key: str, parent_key: str, info: dict) -> BaseException:
+        """The error for ``key`` whose parent's stored result is an error: the parent's own
+        exception (see :func:`_problem_of`), or a DependencyError when it cannot be read."""
+        try:
+            outcome = self.store.read_result(parent_key)
+            if not outcome.ok and isinstance(outcome.error, BaseException):
+                return _problem_of(parent_key, _as_future_error(outcome.error))
+        except BaseException:  # noqa: BLE001 - unreadable: say what the record says
+            pass
+        return DependencyError(f"task {key} cannot run: its parent task {parent_key} failed "
+                               f"with {info['error_type']}: {info['error_message']}")
 
     def _drop_job(self, entry: _Entry) -> None:
         if entry.job_id is not None:
@@ -760,7 +811,7 @@ class Scheduler:
                 future.set_exception(error)
         self._finish(entry, _problem_of(entry.key, error))
 
-    def _finish(self, entry: _Entry, problem: Optional[DependencyError]) -> None:
+    def _finish(self, entry: _Entry, problem: Optional[BaseException]) -> None:
         """The task left the loop: its children go on (or fail with ``problem``)."""
         key = entry.key
         if self._entries.get(key) is not entry:

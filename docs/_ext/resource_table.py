@@ -93,6 +93,21 @@ BACKEND_NOTES: dict[str, tuple[str, str, str]] = {
         "ignored",
         "adds `--oversubscribe` to the `mpiexec` line (Open MPI)",
     ),
+    "priority": (
+        "`#SBATCH --nice=<priority>` (a higher value runs later; a negative one needs an operator)",
+        "`# flux: --urgency=<priority>`, 0 to 31 (16 is flux's default, a higher value runs sooner)",
+        "`ValueError` (no job scheduler; also inside an allocation)",
+    ),
+    "cache_key": (
+        "the task's folder and key in the cache (the client's)",
+        "the same",
+        "the same; also with the temporary cache",
+    ),
+    "error_log_file": (
+        "a failed call's exception and traceback are appended by the client",
+        "the same",
+        "the same",
+    ),
 }
 
 _COLUMNS = ("Key", "Default", "Meaning and allowed values", "SLURM", "flux", "local")

@@ -402,6 +402,12 @@ class FluxSpawner(BatchSpawner):
         super().check_resources(resources)
         if resources.get("submission_template") or self._uses_config:
             return  # the user's template decides what it asks flux for
+        priority = resources.get("priority")
+        if priority is not None and not 0 <= priority <= 31:
+            raise ValueError(
+                f"resource_dict['priority'] = {priority!r} is not a flux urgency: flux takes 0 to 31 "
+                "(16 is the default, a higher value runs sooner; 0 holds the job, 31 runs it first)"
+            )
         nodes = resources.get("num_nodes")
         if resources.get("exclusive") and not nodes:
             raise ValueError(

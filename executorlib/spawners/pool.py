@@ -26,9 +26,11 @@ import codecs
 import hashlib
 import importlib.util
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -57,7 +59,7 @@ class _Worker:
     """One persistent worker process, the task it runs, and the copying of its output."""
 
     __slots__ = ("popen", "pid", "task_dir", "deadline", "outcome", "buffer", "busy", "eof", "gpus",
-                 "marker", "log", "decoders")
+                 "marker", "log", "decoders", "worker_id")
 
     def __init__(self, popen: subprocess.Popen, gpus: list[str], token: str):
         self.popen = popen
@@ -222,6 +224,8 @@ class WorkerPoolSpawner(Spawner):
         self._busy: dict[str, _Worker] = {}  # job id (= worker pid) -> worker running its task
         self._finished: dict[str, str] = {}
         self._closed = False
+        self._wakeup: Optional[Callable[[], None]] = None
+        self._kick = threading.Event()  # a task was handed over, or states() read the answers
         try:
             self._top_up()
         except BaseException:
@@ -266,18 +270,41 @@ class WorkerPoolSpawner(Spawner):
         gpus = [gpu for gpu in self._gpus if gpu not in used][:gpus_needed(self.resources)]
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        # the index of this worker, 0 .. max_workers - 1 (a restarted worker takes the freed one):
+        # a function with a parameter executorlib_worker_id gets it (executorlib.worker.serve)
+        taken = {getattr(w, "worker_id", None) for w in self._workers if w.alive()}
+        worker_id = next(i for i in range(len(taken) + 1) if i not in taken)
+        env["EXECUTORLIB_WORKER_ID"] = str(worker_id)
         token = uuid.uuid4().hex
         command = self._command(token)
         try:
-            popen = subprocess.Popen(
-                command, cwd=self.home, env=env, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, start_new_session=True,
-            )
+            popen = self._launch(command, env)
         except OSError as err:
             raise SubmissionError(f"cannot start the worker {command[0]}: {err}") from None
         worker = _Worker(popen, gpus, token)
+        worker.worker_id = worker_id
         self._workers.append(worker)
         return worker
+
+    def _launch(self, command: list[str], env: dict) -> Any:
+        """A worker process: forked by the fork server (executorlib.spawners.forkserver: no
+        interpreter start, the imports are done) when the command is the plain serial worker,
+        else (mpiexec, srun, no fork server) a subprocess."""
+        prefix = [sys.executable, "-m", "executorlib.worker"]
+        if command[:3] == prefix and "--mpi" not in command:
+            from executorlib.spawners import forkserver
+
+            forked_env = {**env, "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1")}
+            server = forkserver.fork_server_for(forked_env)
+            if server is not None:
+                try:
+                    return server.spawn(command[3:], self.home, forked_env, stdin_pipe=True)
+                except OSError as error:  # it died or hangs: the next worker starts another
+                    forkserver.mark_broken(server, str(error))
+        return subprocess.Popen(
+            command, cwd=self.home, env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, start_new_session=True,
+        )
 
     def _top_up(self) -> None:
         """Start workers until the pool is full again (after a crash, a cancel or a timeout)."""
@@ -318,6 +345,37 @@ class WorkerPoolSpawner(Spawner):
                 stream.close()  # type: ignore[union-attr]
             except OSError:
                 pass
+
+    # -- waking the scheduler loop ----------------------------------------------------------------
+    def set_wakeup(self, wakeup: Callable[[], None]) -> None:
+        """``wakeup()`` makes the scheduler loop call :meth:`states` now: a thread watches the
+        stdout of the busy workers and calls it when one wrote (an answer, or output, or it
+        ended), at most once per :meth:`states` call, so that a finished task is noticed, and
+        the worker given its next task, without waiting for the next poll."""
+        self._wakeup = wakeup
+        threading.Thread(target=self._watch, name="executorlib-pool-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._closed:
+            pipes = []
+            for worker in list(self._busy.values()):
+                try:
+                    if worker.outcome is None and not worker.eof:
+                        pipes.append(worker.popen.stdout.fileno())  # type: ignore[union-attr]
+                except (OSError, ValueError, AttributeError):  # closed meanwhile
+                    continue
+            if not pipes:
+                self._kick.wait(0.5)
+                self._kick.clear()
+                continue
+            try:
+                ready = select.select(pipes, [], [], 0.05)[0]
+            except (OSError, ValueError):  # a pipe closed meanwhile: look again
+                ready = []
+            if ready and not self._closed and self._wakeup is not None:
+                self._kick.clear()
+                self._wakeup()
+                self._kick.wait(0.05)  # until states() read what is there
 
     # -- capacity ----------------------------------------------------------------------------------
     def check_resources(self, resources: dict) -> None:
@@ -363,6 +421,7 @@ class WorkerPoolSpawner(Spawner):
             worker.deadline = time.monotonic() + run_time_max if run_time_max else None
             self._busy[worker.pid] = worker
             self._finished.pop(worker.pid, None)
+            self._kick.set()
             return worker.pid
         raise SubmissionError(
             f"no worker of the block allocation could take task {job.key}: the workers "
@@ -416,6 +475,7 @@ class WorkerPoolSpawner(Spawner):
                 worker.read_answers()
         if lost:
             self._top_up()
+        self._kick.set()
         return result
 
     def _is_own(self, job_id: str) -> bool:
@@ -441,6 +501,7 @@ class WorkerPoolSpawner(Spawner):
     def close(self) -> None:
         """Stop the pool: end of input lets each worker finish and exit; stragglers are killed."""
         self._closed = True
+        self._kick.set()
         for worker in self._workers:
             try:
                 worker.popen.stdin.close()  # type: ignore[union-attr]

@@ -84,9 +84,9 @@ def test_batch_mode_a_failed_parent_fails_and_cancels_held_children():
         spawner.hold.set()
         with pytest.raises(ValueError):
             parent.result(timeout=30)
-        with pytest.raises(DependencyError, match=parent._executorlib_key):
+        with pytest.raises(ValueError, match=parent._executorlib_key):
             child.result(timeout=30)
-        with pytest.raises(DependencyError):
+        with pytest.raises(ValueError):
             grandchild.result(timeout=30)
     # the jobs held by the scheduler (afterok never satisfied) are cancelled, not left queued
     assert len(spawner.submitted) == 3
@@ -102,7 +102,7 @@ def test_batch_mode_a_failed_parent_fails_children_that_wait_for_a_slot():
         # released for submission by the child's job id, but no slot for it yet
         grandchild = exe.submit(funcs.add_funct, child, 1, resource_dict={"threads_per_core": 2})
         try:
-            with pytest.raises(DependencyError):
+            with pytest.raises(ValueError):
                 grandchild.result(timeout=10)
         finally:
             spawner.capacity = lambda resources: True
@@ -142,12 +142,21 @@ def test_status_query_failures_are_retried(backend):
         assert exe.submit(funcs.add_funct, 2, 3).result(timeout=30) == 5
 
 
-def test_the_same_call_twice_runs_once(backend):
-    with Executor(backend=backend) as exe:
+def test_the_same_call_twice_runs_once_in_a_named_cache(backend, cache_dir):
+    with Executor(backend=backend, cache_directory=cache_dir) as exe:
         first = exe.submit(funcs.add_funct, 5, 5)
         second = exe.submit(funcs.add_funct, 5, 5)
         assert first.result(timeout=30) == second.result(timeout=30) == 10
         assert len(exe._spawner.submitted) == 1
+
+
+def test_the_same_call_twice_runs_twice_without_a_named_cache(backend):
+    """As in concurrent.futures: without a cache the user named, every submit() runs."""
+    with Executor(backend=backend) as exe:
+        first = exe.submit(funcs.add_funct, 5, 5)
+        second = exe.submit(funcs.add_funct, 5, 5)
+        assert first.result(timeout=30) == second.result(timeout=30) == 10
+        assert len(exe._spawner.submitted) == 2
 
 
 def test_a_task_claimed_by_another_live_process_is_followed_not_resubmitted(backend, cache_dir):

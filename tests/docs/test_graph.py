@@ -41,8 +41,18 @@ def test_plot_records_tasks_and_edges_without_running(tmp_path: Path) -> None:
     assert dot.startswith("digraph") and dot.count("->") == 4 and 'label="sum"' in dot
 
 
-def test_the_same_call_twice_is_one_node(tmp_path: Path) -> None:
+def test_the_same_call_twice_is_two_nodes_without_a_named_cache(tmp_path: Path) -> None:
+    """Without a cache the user named every submit() runs (as in concurrent.futures): two nodes."""
     with Executor(plot_dependency_graph=True, plot_dependency_graph_filename=str(tmp_path / "g.dot")) as exe:
+        exe.submit(add, 1, 2)
+        exe.submit(add, 1, 2)
+        assert len(exe._graph) == 2
+
+
+def test_the_same_call_twice_is_one_node_in_a_named_cache(tmp_path: Path) -> None:
+    """In a named cache identical calls are one task, so one node."""
+    with Executor(cache_directory=str(tmp_path / "cache"), plot_dependency_graph=True,
+                  plot_dependency_graph_filename=str(tmp_path / "g.dot")) as exe:
         exe.submit(add, 1, 2)
         exe.submit(add, 1, 2)
         assert len(exe._graph) == 1
