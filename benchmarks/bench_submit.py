@@ -36,6 +36,16 @@ def sleeper(seconds):
     return seconds
 
 
+def held_until(release: str, limit: float = 3600.0) -> None:
+    """Occupy the only worker until the file ``release`` exists (at most ``limit`` seconds)."""
+    import os
+    import time
+
+    deadline = time.monotonic() + limit
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def wait_until(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -65,11 +75,14 @@ def ours_local(n: int) -> dict:
 
     with C.scratch_dir("xlbench-submit") as cache:
         exe = Executor(backend="local", max_workers=1, cache_directory=str(cache))
+        release = os.path.join(str(cache), "release")
         try:
-            blocker = exe.submit(sleeper, 3600)
+            blocker = exe.submit(held_until, release)
             wait_until(blocker.running, 60, "the first task to start")
             _, durations, total = per_call(n, lambda i: exe.submit(add, i, i))
         finally:
+            # running tasks finish at shutdown, as in concurrent.futures: release the blocker
+            open(release, "w").close()
             exe.shutdown(wait=True, cancel_futures=True)
     return dict(summary(durations), total=total, n=n)
 
