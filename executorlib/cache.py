@@ -468,13 +468,17 @@ def _resolve(watch: _Watch) -> None:
 def _job_gone(watch: _Watch, status: Optional[JobStatus]) -> BaseException:
     job_id = watch.job_id
     final = status.state if status is not None else None
+    exceeded = status.exceeded if status is not None else ""
     try:
         spawner = watch.spawners.get(watch.backend)
         final = spawner.final_state(job_id) or final  # type: ignore[arg-type]
+        ending = spawner.final_status(job_id)  # type: ignore[arg-type]
+        exceeded = ending.exceeded if ending is not None else exceeded
         what = spawner.describe(job_id)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001
         what = f"job {job_id}"
-    return ended_without_result(watch.store, watch.key, job_id, final, what)  # type: ignore[arg-type]
+    return ended_without_result(watch.store, watch.key, job_id, final, what,  # type: ignore[arg-type]
+                                exceeded=exceeded)
 
 
 def get_key(future: Future) -> str:

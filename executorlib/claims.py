@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from executorlib.store import TaskStore
 
 __all__ = ["ABSENT", "CLAIMED", "SUBMITTED", "CANCELLED", "DONE", "CLAIM_TIMEOUT", "claim", "claim_is_stale",
-           "is_own_claim", "folder_state", "read_job", "release", "write_job", "job_log", "owner"]
+           "is_own_claim", "folder_state", "read_job", "record_attempts", "release", "write_job", "job_log",
+           "owner"]
 
 ABSENT, CLAIMED, SUBMITTED, CANCELLED, DONE = "absent", "claimed", "submitted", "cancelled", "done"
 
@@ -272,11 +273,25 @@ def discard_junk(store: "TaskStore", key: str) -> bool:
 
 
 def write_job(store: "TaskStore", key: str, backend: str, job_id: str,
-              log: Optional[os.PathLike | str] = None, tag: str = "") -> None:
-    """Record the job of ``key``; ``log`` is its output file when not the default job.out."""
+              log: Optional[os.PathLike | str] = None, tag: str = "",
+              attempts: Optional[list] = None) -> None:
+    """Record the job of ``key``; ``log`` is its output file when not the default job.out;
+    ``attempts`` are the earlier jobs of the call that the cluster lost (see record_attempts)."""
     record = {"state": SUBMITTED, "backend": backend, "job_id": str(job_id), "tag": tag, **owner()}
     if log is not None:
         record["log"] = str(log)
+    if attempts:
+        record["attempts"] = [dict(a) for a in attempts]
+    write_json(_path(store, key), record)
+
+
+def record_attempts(store: "TaskStore", key: str, attempts: list) -> None:
+    """Add to the task's record the jobs of the call that the cluster lost so far, each
+    ``{"job_id", "state", "reason", "time"}`` (kept by :func:`write_job` of the next job)."""
+    record = read_job(store, key)
+    if record is None:
+        return
+    record["attempts"] = [dict(a) for a in attempts]
     write_json(_path(store, key), record)
 
 

@@ -186,6 +186,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
             details["arguments"] = "(no task file)"
         except Exception as error:  # noqa: BLE001 - e.g. a class that does not import here
             details["arguments"] = f"(cannot be loaded here: {type(error).__name__}: {error})"
+    from executorlib.claims import read_job
+
+    details["attempts"] = (read_job(store, key) or {}).get("attempts") or []  # jobs the cluster lost
     details["result"] = None
     if record["state"] == "done" and trusted:
         try:
@@ -217,6 +220,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
     ]
     if details.get("task_problem"):
         lines.append(("task file", details["task_problem"]))
+    for number, attempt in enumerate(details["attempts"], 1):
+        if not isinstance(attempt, dict):
+            continue
+        reason = attempt.get("reason") or ""
+        lines.append((f"attempt {number}", f"job {attempt.get('job_id', '?')} lost by the cluster: "
+                      f"{attempt.get('state', '?')}" + (f" (reason {reason})" if reason and reason not in
+                                                         str(attempt.get("state", "")) else "")
+                      + (f", at {_when(attempt['time'])}" if attempt.get("time") else "")))
     if details["result"] is not None:
         lines.append(("result", details["result"]))
     if record["error"]:

@@ -44,7 +44,20 @@ class JobFailedError(ExecutorlibError):
 
 
 class SubmissionError(ExecutorlibError):
-    """The job scheduler refused to take a task (sbatch or flux failed)."""
+    """The job scheduler refused to take a task (sbatch or flux failed).
+
+    ``transient`` is True for a refusal that passes by itself (the user's queue is full for the
+    site's limits, the scheduler daemon did not answer in time): the adapter sets it from its
+    scheduler's words, and the scheduler loop then holds the call and submits it again later
+    instead of failing its Future.
+    """
+
+    def __init__(self, message: str = "", transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+    def __reduce__(self):
+        return type(self), (str(self), self.transient), self.__dict__
 
 
 class RemoteError(ExecutorlibError):

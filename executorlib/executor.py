@@ -519,7 +519,8 @@ class Executor(_BaseExecutor):
                 if _interpreter_exiting:
                     raise RuntimeError("cannot schedule new futures after interpreter shutdown")
                 self._counts.track(future)
-                self._scheduler.add(Task(key, fn_name, resources, future, parents, pickled))
+                self._scheduler.add(Task(key, fn_name, resources, future, parents, pickled,
+                                         max_retries=merged["max_retries"]))
             return future
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None,

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from executorlib.spawners.base import JobStatus, Spawner
     from executorlib.store import TaskStore
 
-__all__ = ["Seen", "StatusMonitor", "StatusUnavailable", "ended_without_result", "job_failure", "log_tail",
-           "remember_output", "remembered_output"]
+__all__ = ["Seen", "StatusMonitor", "StatusUnavailable", "ended_without_result", "job_failure", "limit_hint",
+           "log_tail", "remember_output", "remembered_output"]
 
 log = logging.getLogger("executorlib")
 
@@ -136,12 +136,38 @@ def remembered_output(log_path: Optional[os.PathLike | str]) -> tuple[str, str]:
         return _remembered.get(os.path.abspath(log_path), ("", ""))
 
 
-def job_failure(store: "TaskStore", key: str, job_id: str, state: Optional[str], what: str) -> JobFailedError:
-    """The error of a task whose job ended without a result: state, job id, tail of its log (or,
+#: what a job that ran into a limit ran into, per resource_dict key
+_LIMITS = {
+    "run_time_max": ("its run time limit", "s", "the partition's default time limit applied"),
+    "memory_max": ("its memory limit", "", "the partition's default memory applied"),
+}
+
+
+def limit_hint(exceeded: str, resources: Optional[dict]) -> str:
+    """What to raise when a job ran into the limit of the resource_dict key ``exceeded``, with the
+    value that was used (or that none was set); '' for no limit."""
+    if exceeded not in _LIMITS:
+        return ""
+    what, unit, default = _LIMITS[exceeded]
+    if resources is None:  # not known here (e.g. the watcher of get_future_from_cache)
+        return f"The job ran into {what}: raise resource_dict[{exceeded!r}]."
+    value = resources.get(exceeded)
+    used = (f"it was {value!r}{' ' + unit if unit else ''}" if value is not None
+            else f"none was set: {default}")
+    return f"The job ran into {what}: raise resource_dict[{exceeded!r}] ({used})."
+
+
+def job_failure(store: "TaskStore", key: str, job_id: str, state: Optional[str], what: str,
+                exceeded: str = "", resources: Optional[dict] = None) -> JobFailedError:
+    """The error of a task whose job ended without a result: state, job id, what limit to raise
+    (``exceeded``, a resource_dict key, with the value in ``resources``), tail of its log (or,
     when the log could not be written, of the output this process kept in memory)."""
     final = state or "UNKNOWN (no longer known to the scheduler)"
     log_path = claims.job_log(store, key)
     message = f"{what} for task {key} ended in state {final} without writing a result."
+    hint = limit_hint(exceeded, resources)
+    if hint:
+        message += f"\n{hint}"
     tail = log_tail(log_path)
     kept, log_error = remembered_output(log_path)
     if log_error:
@@ -183,9 +209,11 @@ def setup_error(store: "TaskStore", key: str, job_id: str, state: Optional[str],
 
 
 def ended_without_result(store: "TaskStore", key: str, job_id: str, state: Optional[str], what: str,
-                         record: Optional[dict] = None) -> BaseException:
+                         record: Optional[dict] = None, exceeded: str = "",
+                         resources: Optional[dict] = None) -> BaseException:
     """Why the job ``job_id`` of ``key`` left the queue without a result: a user cancelled it, its
-    setup failed, or it ended (killed, timed out, ...) in ``state``."""
+    setup failed, or it ended (killed, timed out, ...) in ``state`` (``exceeded``: the
+    resource_dict key whose limit it ran into, see :func:`job_failure`)."""
     record = claims.read_job(store, key) if record is None else record
     if record and record.get("state") == claims.CANCELLED and str(record.get("job_id")) == str(job_id):
         return CancelledError(f"{what} of task {key} was cancelled (executorlib.cancel_cache_jobs or "
@@ -193,4 +221,4 @@ def ended_without_result(store: "TaskStore", key: str, job_id: str, state: Optio
     error = setup_error(store, key, job_id, state, what, record)
     if error is not None:
         return error
-    return job_failure(store, key, job_id, state, what)
+    return job_failure(store, key, job_id, state, what, exceeded, resources)

@@ -120,11 +120,15 @@ RESOURCE_KEYS: dict[str, ResourceKey] = {
         ResourceKey("error_log_file", None, _optional(_path), "None or a file path",
                     "a failed call appends its exception and traceback to this file (written by the client, "
                     "on every backend)"),
+        ResourceKey("max_retries", 2, _non_negative_int, "an int >= 0",
+                    "how often a call whose job the cluster lost (node failure, preemption, a requeued job "
+                    "that vanished) is submitted again, with a growing pause; the call's own failures "
+                    "(an exception, a crash, a time or memory limit, a cancellation) are never retried"),
     ]
 }
 
 #: keys that the Executor acts on itself (the client): they are never handed to a spawner
-CLIENT_KEYS = ("cache_key", "error_log_file")
+CLIENT_KEYS = ("cache_key", "error_log_file", "max_retries")
 
 #: keys of the original executorlib 1.x that this executorlib does not implement yet
 NOT_IMPLEMENTED_KEYS = {

@@ -43,8 +43,9 @@ from executorlib.cadence import Cadence
 from executorlib.deps import Dependencies
 from executorlib.errors import DependencyError, ExecutorlibError, JobFailedError, SubmissionError, TaskExitError
 from executorlib.files import JOB_FILE, TASK_FILE
-from executorlib.monitor import Seen, StatusMonitor, StatusUnavailable, ended_without_result, job_failure, log_tail
-from executorlib.spawners.base import JobSpec, Spawner, worker_command
+from executorlib.monitor import (Seen, StatusMonitor, StatusUnavailable, ended_without_result, job_failure, log_tail,
+                                 setup_error)
+from executorlib.spawners.base import JobSpec, JobStatus, Spawner, worker_command
 from executorlib.store import TaskStore
 from executorlib.task import Task
 
@@ -52,6 +53,8 @@ __all__ = ["Scheduler", "State", "resolve_from_store", "job_failure", "log_tail"
 
 #: seconds the loop spends at most on the Executor's messages before a pass over its tasks
 DRAIN_BUDGET = 0.1
+#: the first pause after the job scheduler refused a job for a limit that passes (doubled per refusal)
+REFUSAL_BACKOFF = 5.0
 
 log = logging.getLogger("executorlib")
 
@@ -66,6 +69,8 @@ class State(enum.Enum):
     SUBMITTED = "its job, submitted by this loop, is queued or running"
     ATTACHED_UNCONFIRMED = "following a job of an earlier run, not yet seen alive"
     ATTACHED = "following a job of an earlier run or of another process, seen alive"
+    RETRY_WAIT = ("claimed by this loop; submitted again after a pause: the cluster lost its job, or the job "
+                  "scheduler refused it for a limit that passes (the user's queue is full, slurmctld busy)")
 
 
 _WITH_JOB = (State.SUBMITTED, State.ATTACHED_UNCONFIRMED, State.ATTACHED)
@@ -195,7 +200,8 @@ def _add_note(error: BaseException, note: str) -> None:
 class _Entry:
     """One unfinished task: its state, the Futures that follow it, its claim and its job."""
 
-    __slots__ = ("task", "followers", "state", "claim", "job_id")
+    __slots__ = ("task", "followers", "state", "claim", "job_id", "last_status", "attempts", "retry_at",
+                 "refusals")
 
     def __init__(self, task: Task):
         self.task = task
@@ -203,6 +209,11 @@ class _Entry:
         self.state: Optional[State] = None
         self.claim: Optional[dict] = None  # our claim record while we hold the claim
         self.job_id: Optional[str] = None
+        self.last_status: Optional[JobStatus] = None  # of the job, when last seen in the queue
+        #: the jobs the cluster lost so far: {"job_id", "state", "reason", "time"} each
+        self.attempts: list[dict] = []
+        self.retry_at = 0.0  # in RETRY_WAIT: when to submit again (time.monotonic())
+        self.refusals = 0  # transient refusals of its submission in a row
 
     @property
     def key(self) -> str:
@@ -252,6 +263,7 @@ class Scheduler:
         # go now), so that shutdown(wait=False) followed by the end of the process loses none
         self._handed_over = threading.Event()
         self._dead_lock = threading.Lock()
+        self._submit_hold_until = 0.0  # no submission before (after a transient refusal)
         if hasattr(spawner, "set_wakeup"):  # it learns of ended jobs at once: the loop looks then
             spawner.set_wakeup(lambda: self._inbox.put(("wake", None)))
         self._thread = threading.Thread(target=self._main, name="executorlib-scheduler", daemon=True)
@@ -320,6 +332,7 @@ class Scheduler:
                     changed |= self._look_for_results()
                 changed |= self._watch_claims()
                 changed |= self._find_tagged()
+                changed |= self._retry_due(now)
                 changed |= self._submit_ready()
                 if self._closing:
                     self._handed_over.set()
@@ -609,7 +622,7 @@ class Scheduler:
     def _submit_ready(self) -> bool:
         changed = False
         ready = self._in[State.READY]
-        while ready:
+        while ready and time.monotonic() >= self._submit_hold_until:
             key = next(iter(ready))
             entry = self._entries[key]
             if not self.spawner.has_capacity(entry.task.resources):
@@ -633,6 +646,12 @@ class Scheduler:
                        log_path=self.store.log_path(task.key), tag=tag)
         try:
             job_id = self.spawner.submit(spec, dependencies)
+        except SubmissionError as error:
+            if error.transient:
+                self._hold_refused(entry, error)
+                return
+            self._fail(entry, error)
+            return
         except Exception as error:  # noqa: BLE001 - the error belongs to this task's Futures
             if not isinstance(error, SubmissionError):
                 wrapped = SubmissionError(f"submitting task {task.key} failed: {error}")
@@ -642,13 +661,14 @@ class Scheduler:
             return
         try:
             claims.write_job(self.store, task.key, self.spawner.name, job_id,
-                             log=self.spawner.log_file(task_dir, job_id), tag=tag)
+                             log=self.spawner.log_file(task_dir, job_id), tag=tag, attempts=entry.attempts)
         except Exception as error:  # noqa: BLE001 - unrecorded, the job would be an orphan: cancel it
             self._cancel_jobs([job_id])
             self._fail(entry, write_failure(f"the record of {self.spawner.describe(job_id)} (cancelled)",
                                             self.store.path(task.key, JOB_FILE), error))
             return
         entry.job_id = job_id
+        entry.refusals = 0
         self._jobs[job_id] = task.key
         self._move(entry, State.SUBMITTED)
         if not self.spawner.submits_with_dependencies:
@@ -686,12 +706,13 @@ class Scheduler:
                 self._resolve(entry)
                 changed = True
             elif seen is Seen.GONE:
-                self._job_gone(entry, job_id, status.state if status is not None else None)
+                self._job_gone(entry, job_id, status)
                 changed = True
         return changed
 
     def _job_alive(self, entry: _Entry, status, seen: Seen) -> bool:
         changed = False
+        entry.last_status = status
         if seen is Seen.RUNNING and entry.state is not State.SUBMITTED and self.store.has_result(entry.key):
             self._resolve(entry)  # another Executor's persistent worker outlives the task it ran for us
             return True
@@ -707,8 +728,9 @@ class Scheduler:
             changed |= self._dead_dependency(entry)
         return changed
 
-    def _job_gone(self, entry: _Entry, job_id: str, state: Optional[str]) -> None:
+    def _job_gone(self, entry: _Entry, job_id: str, status: Optional[JobStatus]) -> None:
         """The job left the queue without a result, longer ago than the grace period."""
+        state = status.state if status is not None else None
         key = entry.key
         record = claims.read_job(self.store, key) or {}
         same_job = str(record.get("job_id")) == job_id
@@ -726,7 +748,108 @@ class Scheduler:
             return
         what = self.spawner.describe(job_id)
         final = self.spawner.final_state(job_id) or state
-        self._fail(entry, ended_without_result(self.store, key, job_id, final, what, record))
+        ending = self.spawner.final_status(job_id) or status
+        if ending is None and entry.last_status is not None and entry.last_status.cluster_failure:
+            ending = entry.last_status  # e.g. requeued, then forgotten by the scheduler
+        if ending is not None and ending.dependency_failed and not cancelled and entry.task.parents:
+            # removed by the scheduler because a parent's job did not succeed (SLURM's
+            # --kill-on-invalid-dep): fail with the parent's error, or go again after the parents'
+            # current jobs when a parent's lost job is being submitted again
+            self._dead_dependency(entry)
+            return
+        error = ended_without_result(self.store, key, job_id, final, what, record,
+                                     exceeded=ending.exceeded if ending is not None else "",
+                                     resources=entry.task.resources)
+        if (ending is not None and ending.cluster_failure and isinstance(error, JobFailedError)
+                and setup_error(self.store, key, job_id, final, what, record) is None):
+            # the cluster's failure (not a cancellation, not a setup error of the call)
+            entry.attempts.append({"job_id": job_id, "state": final or ending.state,
+                                   "reason": ending.reason, "time": time.time()})
+            if len(entry.attempts) <= entry.task.max_retries:
+                self._retry(entry)
+                return
+            error = self._retries_exhausted(entry, error)
+        self._fail(entry, error)
+
+    def _retries_exhausted(self, entry: _Entry, error: JobFailedError) -> JobFailedError:
+        """The error of a call whose every job the cluster lost: the last job's error with every
+        attempt listed."""
+        lines = [f"  {n}. {self.spawner.describe(a['job_id'])}: {a['state']}"
+                 + (f" (reason {a['reason']})" if a["reason"] and a["reason"] not in a["state"] else "")
+                 for n, a in enumerate(entry.attempts, 1)]
+        retries = entry.task.max_retries
+        message = (f"the cluster lost the job of task {entry.key} {len(entry.attempts)} time(s) "
+                   f"(resource_dict['max_retries'] = {retries}); attempts:\n" + "\n".join(lines)
+                   + f"\nThe last one: {error}")
+        failed = JobFailedError(message, job_id=error.job_id, state=error.state)
+        failed.attempts = [dict(a) for a in entry.attempts]  # type: ignore[attr-defined]
+        try:
+            claims.record_attempts(self.store, entry.key, entry.attempts)
+        except Exception as problem:  # noqa: BLE001 - only the record: the error goes to the Future
+            log.warning("executorlib: %s", write_failure("the attempts", self.store.path(entry.key, JOB_FILE), problem))
+        return failed
+
+    def _retry(self, entry: _Entry) -> None:
+        """Submit the call again after a pause that doubles per attempt (the cluster lost its job:
+        its node failed, it was preempted, ...). The task keeps its claim; job.json keeps the
+        attempts."""
+        n = len(entry.attempts)
+        pause = min(self.spawner.retry_backoff * 2 ** (n - 1), self.spawner.max_retry_backoff)
+        last = entry.attempts[-1]
+        log.warning("executorlib: %s of task %s ended in state %s (the cluster's failure): submitting "
+                    "it again in %.0f s (attempt %d of %d)", self.spawner.describe(last["job_id"]),
+                    entry.key, last["state"], pause, n + 1, entry.task.max_retries + 1)
+        try:
+            claims.record_attempts(self.store, entry.key, entry.attempts)
+        except Exception as error:  # noqa: BLE001 - only the record: the retry goes on
+            log.warning("executorlib: %s", write_failure("the attempts", self.store.path(entry.key, JOB_FILE), error))
+        if entry.job_id is not None:
+            self._jobs.pop(entry.job_id, None)
+            self._seen_running.discard(entry.job_id)
+            self._monitor.forget(entry.job_id)
+        entry.job_id = None
+        entry.last_status = None
+        entry.retry_at = time.monotonic() + pause
+        self._move(entry, State.RETRY_WAIT)
+        for child_key in self._deps.children(entry.key):  # released by the lost job, not submitted
+            child = self._entries.get(child_key)
+            if child is not None and child.state in (State.READY, State.WAITING_PARENTS):
+                self._deps.add(child_key, entry.key)  # wait for the new job id
+                self._move(child, State.WAITING_PARENTS)
+
+    def _hold_refused(self, entry: _Entry, error: SubmissionError) -> None:
+        """The job scheduler refused the job for a limit that passes (the user's queue is full,
+        slurmctld did not answer): no failure. The call waits, and every submission of this loop
+        pauses, 5 s, then 10 s, 20 s, ... (at most the spawner's max_retry_backoff)."""
+        entry.refusals += 1
+        pause = min(REFUSAL_BACKOFF * 2 ** (entry.refusals - 1), self.spawner.max_retry_backoff)
+        if entry.refusals == 1 or pause >= self.spawner.max_retry_backoff:
+            log.warning("executorlib: the job of task %s was refused for now (%s): submitting it again in %.0f s",
+                        entry.key, error, pause)
+        entry.retry_at = time.monotonic() + pause
+        self._submit_hold_until = max(self._submit_hold_until, entry.retry_at)
+        self._move(entry, State.RETRY_WAIT)
+
+    def _retry_due(self, now: float) -> bool:
+        """Calls whose pause is over go back to the spawner: after a lost job (after their
+        parents' current jobs, when a parent's job is being resubmitted too), or after a refusal
+        (first asking the spawner for a job carrying the claim's tag: sbatch may have taken the
+        job although it reported a timeout)."""
+        changed = False
+        for key in list(self._in[State.RETRY_WAIT]):
+            entry = self._entries[key]
+            if entry.retry_at > now:
+                continue
+            changed = True
+            if entry.refusals and entry.claim is not None and entry.claim.get("tag"):
+                self._move(entry, State.FIND_TAGGED)
+                continue
+            for parent_key in entry.task.parents:
+                parent_entry = self._entries.get(parent_key)
+                if parent_entry is not None and parent_entry.job_id is None:
+                    self._deps.add(key, parent_key)  # released when the parent has a job again
+            self._move(entry, State.WAITING_PARENTS if self._deps.blocked(key) else State.READY)
+        return changed
 
     def _look_for_results(self) -> bool:
         """Resolve the tasks whose jobs were running at the last status query and have written

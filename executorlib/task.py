@@ -48,6 +48,9 @@ class Task:
     #: errors and later mutations of the arguments cannot matter), written to task.h5 by the
     #: scheduler thread; None when the task file is on disk already
     pickled: Optional[dict[str, bytes]] = None
+    #: resource_dict["max_retries"]: how often a job the cluster lost is submitted again (a
+    #: task made outside Executor.submit() is never resubmitted)
+    max_retries: int = 0
 
     def __repr__(self) -> str:
         state = self.future._state.lower()  # PENDING, RUNNING, FINISHED, CANCELLED...

@@ -108,6 +108,14 @@ BACKEND_NOTES: dict[str, tuple[str, str, str]] = {
         "the same",
         "the same",
     ),
+    "max_retries": (
+        "a job that ended `NODE_FAIL`, `BOOT_FAIL`, `PREEMPTED`, or `FAILED`/`CANCELLED` with reason "
+        "`NodeDown`, or that was requeued and vanished, is submitted again after 10 s, 20 s, 40 s, ... "
+        "(at most 300 s); never `TIMEOUT`, `OUT_OF_MEMORY`, a cancellation, an exception or a crash",
+        "accepted; flux's endings are not classified yet, so nothing is retried",
+        "accepted; a local process's death is never the cluster's, so nothing is retried "
+        "(also inside an allocation)",
+    ),
 }
 
 _COLUMNS = ("Key", "Default", "Meaning and allowed values", "SLURM", "flux", "local")

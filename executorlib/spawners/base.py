@@ -24,6 +24,13 @@ class JobStatus:
     ``%r``, e.g. ``DependencyNeverSatisfied``). ``dependency_failed`` is True when the job waits
     on a parent that ended without success and so will never start: the adapter sets it from its
     scheduler's own words, the loop reads only this flag.
+
+    ``cluster_failure`` is True when the job ended (or, on an active job, would end if it vanished)
+    for the cluster's reasons, not the code's: its node failed or was set down, it was preempted,
+    it was requeued and then forgotten. The loop resubmits such a call
+    (``resource_dict["max_retries"]``). ``exceeded`` names the ``resource_dict`` key whose limit the
+    job ran into (``"run_time_max"``, ``"memory_max"``), for the error message. Both are set by the
+    adapter from its scheduler's words; the loop reads only the flags.
     """
 
     state: str
@@ -31,6 +38,8 @@ class JobStatus:
     running: bool = False
     reason: str = ""
     dependency_failed: bool = False
+    cluster_failure: bool = False
+    exceeded: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,13 @@ class Spawner(ABC):
     min_poll_interval: float = 0.0
     #: how long a job may be gone from the queue before its missing result counts as a failure
     result_grace_period: float = 1.0
+    #: the first word of a final state -> the resource_dict key whose limit the job ran into
+    #: (e.g. ``{"TIMEOUT": "run_time_max"}``), for :meth:`final_status`
+    limit_states: dict = {}
+    #: the pause before the first resubmission of a job the cluster lost (doubled per attempt)
+    retry_backoff: float = 10.0
+    #: the longest pause between two resubmissions of one call
+    max_retry_backoff: float = 300.0
 
     def check_resources(self, resources: dict) -> None:
         """Raise ValueError at submit time for resources this backend cannot honour."""
@@ -102,6 +118,17 @@ class Spawner(ABC):
     def final_state(self, job_id: str) -> Optional[str]:
         """The final state of a job that left the queue, if the scheduler still remembers it."""
         return None
+
+    def final_status(self, job_id: str) -> Optional[JobStatus]:
+        """Why a job that left the queue ended, if the scheduler still remembers it: the state of
+        :meth:`final_state` with the flags of :class:`JobStatus` (``cluster_failure``,
+        ``exceeded``). The default knows only the state; adapters that can tell the cluster's
+        failures from the code's override it."""
+        state = self.final_state(job_id)
+        if state is None:
+            return None
+        word = state.split()[0] if state.split() else ""
+        return JobStatus(state, active=False, exceeded=self.limit_states.get(word, ""))
 
     @abstractmethod
     def cancel(self, job_ids: list[str]) -> None:

@@ -316,6 +316,8 @@ class FluxBatchCommand:
 class FluxSpawner(BatchSpawner):
     """One ``flux batch`` job per task; Future arguments become ``--dependency=afterok:``."""
 
+    #: a job killed at its run_time_max (see Spawner.final_status)
+    limit_states = {"TIMEOUT": "run_time_max"}
     name = "flux"
     queue_type = "FLUX"
     template_name = "flux.sh.j2"

@@ -251,6 +251,8 @@ class _Process:
 class LocalSpawner(Spawner):
     """Subprocesses limited by ``max_workers`` tasks and ``max_cores`` cores at a time."""
 
+    #: a job killed at its run_time_max (see Spawner.final_status)
+    limit_states = {"TIMEOUT": "run_time_max"}
     name = "local"
     submits_with_dependencies = False
     max_poll_interval = 0.05

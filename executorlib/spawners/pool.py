@@ -170,6 +170,8 @@ class WorkerPoolSpawner(Spawner):
     """``max_workers`` (or ``max_cores // cores``) persistent workers with the Executor's
     resources; ``init_function`` runs once in each of them."""
 
+    #: a job killed at its run_time_max (see Spawner.final_status)
+    limit_states = {"TIMEOUT": "run_time_max"}
     name = "local"  # the same jobs as the one-shot local backend: local process ids
     submits_with_dependencies = False
     max_poll_interval = 0.05

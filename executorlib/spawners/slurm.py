@@ -16,7 +16,8 @@ from executorlib.errors import SubmissionError
 from executorlib.spawners.base import JobStatus
 from executorlib.spawners.batch import BatchSpawner, match_tagged, run_command
 
-__all__ = ["SlurmSpawner", "parse_squeue", "parse_tagged", "slurm_time", "slurm_memory"]
+__all__ = ["SlurmSpawner", "parse_squeue", "parse_scontrol_job", "parse_tagged", "slurm_status", "slurm_time",
+           "slurm_memory", "transient_refusal"]
 
 #: states in which a job is still queued or running (``squeue --states=all`` also lists ended ones)
 ACTIVE_STATES = {
@@ -25,11 +26,36 @@ ACTIVE_STATES = {
     "POWER_UP_NODE",
 }
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"}
+#: final states that are the cluster's doing, never the code's: the call is submitted again
+CLUSTER_STATES = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED"}
+#: reasons (``%r``, ``Reason=``) that make a FAILED/CANCELLED job the cluster's failure: a node of
+#: the allocation went down (also when the job itself reports FAILED, as with ``--no-requeue``)
+CLUSTER_REASONS = {"NodeDown", "SystemFailure"}
+#: states of a job SLURM requeued: if it vanishes without a result, the cluster lost it
+REQUEUE_STATES = {"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"}
+#: final states of a job that ran into a resource_dict limit: the key to raise
+EXCEEDED = {"TIMEOUT": "run_time_max", "DEADLINE": "run_time_max", "OUT_OF_MEMORY": "memory_max"}
 #: above this many jobs, ask for the user's jobs and filter, instead of listing ids on the command line
 MAX_IDS_PER_QUERY = 500
 SQUEUE_FORMAT = "%i|%T|%r"
 #: for find_tagged: the job name last, since a name may itself contain "|"
 TAGGED_FORMAT = "%i|%T|%j"
+#: sbatch's refusals that pass by themselves: a site's submit limits (the job is accepted once the
+#: user's queue has room again) and a slurmctld that did not answer in time (restarting, busy)
+TRANSIENT_REFUSALS = (
+    "QOSMaxSubmitJobPerUserLimit", "QOSMaxSubmitJobPerAccountLimit", "AssocMaxSubmitJobLimit",
+    "AssocGrpSubmitJobsLimit", "QOSGrpSubmitJobsLimit", "Job violates accounting/QOS policy",
+    "Socket timed out", "Unable to contact slurm controller", "Slurm temporarily unable to accept job",
+)
+
+
+def transient_refusal(message: str) -> bool:
+    """True when sbatch's error ``message`` is a refusal that passes by itself."""
+    return any(text in message for text in TRANSIENT_REFUSALS)
+
+
+#: reasons that only repeat the final state (left out of the state shown in errors)
+_REPEATING_REASONS = {"TimeLimit", "NonZeroExitCode"}
 #: what ``--mem`` accepts: a whole number with an optional unit
 _MEMORY_PATTERN = re.compile(r"0*[1-9][0-9]*[KMGTkmgt]?")
 
@@ -60,10 +86,34 @@ def parse_squeue(output: str) -> dict[str, JobStatus]:
         job_id, state = parts[0], parts[1].strip().upper()
         reason = parts[2].strip() if len(parts) > 2 else ""
         state = state.split()[0] if state else "UNKNOWN"
-        states[job_id] = JobStatus(state, active=state in ACTIVE_STATES,
-                                   running=state in RUNNING_STATES, reason=reason,
-                                   dependency_failed=reason == "DependencyNeverSatisfied")
+        states[job_id] = slurm_status(state, reason)
     return states
+
+
+def slurm_status(state: str, reason: str = "") -> JobStatus:
+    """The generic status of a job in SLURM's ``state`` (JobState) with ``reason`` (``%r``,
+    ``Reason=``): whether it is the cluster's failure, which limit it exceeded."""
+    state = state.strip().upper()
+    reason = "" if reason in ("None", "(null)") else reason.strip()
+    active = state in ACTIVE_STATES
+    if state in REQUEUE_STATES:
+        cluster = True  # active; counts only if it vanishes without a result
+    elif active:
+        cluster = False
+    else:
+        cluster = state in CLUSTER_STATES or (state in ("FAILED", "CANCELLED") and reason in CLUSTER_REASONS)
+    return JobStatus(state, active=active, running=state in RUNNING_STATES, reason=reason,
+                     dependency_failed=reason == "DependencyNeverSatisfied",
+                     cluster_failure=cluster, exceeded="" if active else EXCEEDED.get(state, ""))
+
+
+def parse_scontrol_job(output: str) -> Optional[JobStatus]:
+    """The status in ``scontrol show job --oneliner`` output (None without a JobState)."""
+    fields = dict(f.split("=", 1) for f in output.split() if "=" in f)
+    state = fields.get("JobState")
+    if not state:
+        return None
+    return slurm_status(state, fields.get("Reason", ""))
 
 
 def parse_tagged(output: str) -> list[tuple[str, bool, str]]:
@@ -89,7 +139,7 @@ class SlurmSpawner(BatchSpawner):
         super().__init__(pysqa_config_directory)
         self._default_partition: Optional[str] = None
         self._partition_known = False
-        self._final: dict[str, str] = {}
+        self._final: dict[str, JobStatus] = {}
 
     # -- job script --------------------------------------------------------------------------------
     def check_resources(self, resources: dict) -> None:
@@ -143,6 +193,16 @@ class SlurmSpawner(BatchSpawner):
             self._partition_known = True
         return self._default_partition
 
+    def submit(self, job, dependencies: list[str]) -> str:
+        """sbatch through pysqa; a refusal for a site's submit limit or an unanswered slurmctld
+        is marked ``transient`` (the loop holds the call and submits it again later)."""
+        try:
+            return super().submit(job, dependencies)
+        except SubmissionError as error:
+            if not error.transient and transient_refusal(str(error)):
+                raise SubmissionError(str(error), transient=True) from error
+            raise
+
     # -- status ------------------------------------------------------------------------------------
     def states(self, job_ids: list[str]) -> dict[str, JobStatus]:
         if not job_ids:
@@ -162,7 +222,7 @@ class SlurmSpawner(BatchSpawner):
         states = {k: v for k, v in parse_squeue(output).items() if k in wanted}
         for job_id, status in states.items():
             if not status.active:
-                self._final[job_id] = status.state
+                self._final[job_id] = status
         return states
 
     def find_tagged(self, tags: list[str]) -> dict[str, str]:
@@ -174,19 +234,27 @@ class SlurmSpawner(BatchSpawner):
                    "--format", TAGGED_FORMAT]
         return match_tagged(parse_tagged(run_command(command)), tags)
 
-    def final_state(self, job_id: str) -> Optional[str]:
+    def final_status(self, job_id: str) -> Optional[JobStatus]:
+        """From the last ``squeue`` that listed the job ended, else ``scontrol show job`` (while
+        SLURM remembers it, ``MinJobAge``): JobState and Reason, no accounting needed."""
         if job_id in self._final:
             return self._final[job_id]
         try:
             output = run_command(["scontrol", "show", "job", "--oneliner", job_id])
         except SubmissionError:
             return None
-        for field in output.split():
-            if field.startswith("JobState="):
-                state = field.split("=", 1)[1]
-                reason = next((f.split("=", 1)[1] for f in output.split() if f.startswith("Reason=")), "")
-                return f"{state} (reason {reason})" if reason and reason != "None" else state
-        return None
+        status = parse_scontrol_job(output)
+        if status is not None and not status.active:
+            self._final[job_id] = status
+        return status
+
+    def final_state(self, job_id: str) -> Optional[str]:
+        status = self.final_status(job_id)
+        if status is None:
+            return None
+        if not status.reason or status.reason in _REPEATING_REASONS:
+            return status.state
+        return f"{status.state} (reason {status.reason})"
 
     def cancel(self, job_ids: list[str]) -> None:
         if not job_ids:

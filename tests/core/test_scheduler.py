@@ -112,7 +112,7 @@ def test_batch_mode_a_failed_parent_fails_children_that_wait_for_a_slot():
 def test_a_job_that_vanishes_without_a_result_fails_with_its_final_state(backend):
     with Executor(backend=backend) as exe:
         exe._spawner.lose.add("sleep_return")
-        lost = exe.submit(funcs.sleep_return, 0, "x")
+        lost = exe.submit(funcs.sleep_return, 0, "x", resource_dict={"max_retries": 0})
         child = exe.submit(funcs.add_funct, lost, 1)
         with pytest.raises(JobFailedError) as info:
             lost.result(timeout=30)

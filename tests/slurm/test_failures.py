@@ -63,6 +63,9 @@ def test_time_limit_is_a_timeout_failure(slurm_cache):
             future.result(timeout=240)
     assert info.value.state == "TIMEOUT" and info.value.job_id == job_id
     assert "TIMEOUT" in str(info.value) and "TIME LIMIT" in str(info.value)
+    # what to raise, with the value used; a time limit is the call's own failure: never retried
+    assert "raise resource_dict['run_time_max'] (it was 5 s)" in str(info.value)
+    assert "lost the job" not in str(info.value)
 
 
 def memory_enforced() -> bool:
