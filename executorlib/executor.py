@@ -382,8 +382,14 @@ class Executor(_BaseExecutor):
         remove_cache = None
         if self._temporary_cache is not None:
             remove_cache = functools.partial(shutil.rmtree, self._temporary_cache, True)
-        self._scheduler = Scheduler(self._store, self._spawner, refresh_rate=refresh_rate,
-                                    on_exit=remove_cache)
+        try:  # raises for a bad poll setting (EXECUTORLIB_POLL_*, the site's config file)
+            self._scheduler = Scheduler(self._store, self._spawner, refresh_rate=refresh_rate,
+                                        on_exit=remove_cache)
+        except BaseException:
+            self._spawner.close()
+            if remove_cache is not None:
+                remove_cache()
+            raise
         with _exit_lock:
             _live_schedulers[self._scheduler] = submission
         # Dropped without shutdown(): the thread finishes the tasks (their Futures still resolve)

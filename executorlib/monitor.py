@@ -91,6 +91,10 @@ class StatusMonitor:
         since = self._missing_since.setdefault(job_id, now)
         return Seen.GONE if now - since > grace else Seen.MISSING
 
+    def is_missing(self, job_id: str) -> bool:
+        """True while ``job_id`` is out of the queue without a result, within its grace period."""
+        return job_id in self._missing_since
+
     def forget(self, job_id: Optional[str]) -> None:
         if job_id is not None:
             self._missing_since.pop(job_id, None)

@@ -39,7 +39,7 @@ from concurrent.futures import CancelledError, Future
 from typing import Callable, Optional
 
 from executorlib import claims
-from executorlib.cadence import Cadence
+from executorlib.cadence import Cadence, poll_limits
 from executorlib.deps import Dependencies
 from executorlib.errors import DependencyError, ExecutorlibError, JobFailedError, SubmissionError, TaskExitError
 from executorlib.files import JOB_FILE, TASK_FILE
@@ -250,7 +250,10 @@ class Scheduler:
         self._seen_running: set[str] = set()  # job ids running at the last status query
         self._deps = Dependencies()
         self._monitor = StatusMonitor()
-        self._cadence = Cadence(refresh_rate, spawner.min_poll_interval, spawner.max_poll_interval)
+        floor, ceiling = spawner.min_poll_interval, spawner.max_poll_interval
+        if floor > 0:  # a shared job-scheduler daemon: the site and the user may set its pace
+            floor, ceiling = poll_limits(floor, ceiling)
+        self._cadence = Cadence(refresh_rate, floor, ceiling)
         self._stopping = False  # shutdown() was called (any thread)
         self._closing = False  # the loop took the shutdown message
         self._cancelling = False
@@ -699,9 +702,12 @@ class Scheduler:
                 self._jobs.pop(job_id, None)
                 continue
             status = states.get(job_id)
+            was_missing = self._monitor.is_missing(job_id)
             seen = self._monitor.judge(job_id, status, lambda k=key: self.store.has_result(k), grace, now)
             if seen in (Seen.QUEUED, Seen.RUNNING):
                 changed |= self._job_alive(entry, status, seen)  # type: ignore[arg-type]
+            elif seen is Seen.MISSING:
+                changed |= not was_missing  # it just left the queue: ask again soon, not a ceiling later
             elif seen is Seen.RESULT:
                 self._resolve(entry)
                 changed = True

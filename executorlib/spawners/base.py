@@ -76,7 +76,9 @@ class Spawner(ABC):
     #: the longest pause between two status queries while nothing changes (seconds)
     max_poll_interval: float = 1.0
     #: the shortest pause between two status queries, also while things change: a floor for
-    #: ``refresh_rate`` that keeps a busy Executor from flooding a shared scheduler daemon
+    #: ``refresh_rate`` that keeps a busy Executor from flooding a shared scheduler daemon. A
+    #: spawner with a floor may have both set by the site's config file and by the user's
+    #: environment (EXECUTORLIB_POLL_FLOOR, EXECUTORLIB_POLL_CEILING; executorlib.cadence)
     min_poll_interval: float = 0.0
     #: how long a job may be gone from the queue before its missing result counts as a failure
     result_grace_period: float = 1.0

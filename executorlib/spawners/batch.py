@@ -97,7 +97,9 @@ class BatchSpawner(Spawner):
     """A spawner that submits one batch script per task through pysqa."""
 
     submits_with_dependencies = True
-    max_poll_interval = 2.0
+    #: while nothing changes, squeue / flux jobs at most every 30 s (reached only after ~5 minutes
+    #: without a change, see executorlib.cadence); results on disk are still seen within seconds
+    max_poll_interval = 30.0
     #: squeue / flux jobs at most twice a second, however many jobs change (slurmctld is shared)
     min_poll_interval = 0.5
     result_grace_period = 5.0
