@@ -229,7 +229,9 @@ def poll_limits(floor: float, ceiling: float,
             chosen[key] = (_seconds(value, where), 2, where)
     (low, low_rank, low_where), (high, high_rank, high_where) = chosen["poll_floor"], chosen["poll_ceiling"]
     if high < low:
-        if low_rank == high_rank:
+        if low_rank == high_rank == 0:  # a spawner's own pair: its floor wins, as it always did
+            high = low
+        elif low_rank == high_rank:
             raise ValueError(f"{high_where} ({high:g} s) is below {low_where} ({low:g} s): "
                              "the ceiling of the gap between status queries must be at least its floor")
         if high_rank < low_rank:

@@ -321,3 +321,8 @@ def test_a_job_that_left_the_queue_is_asked_about_again_at_the_floor(no_site, tm
         assert failed - first_missing < 0.9, failed - first_missing
     finally:
         scheduler.shutdown(wait=True, cancel_futures=True)
+
+
+def test_a_spawner_whose_own_ceiling_is_below_its_floor_polls_at_its_floor():
+    """A spawner's own pair (a test double polling fast, say) is not a user's error: the floor wins."""
+    assert poll_limits(0.5, 0.05, environ={}) == (0.5, 0.5)
