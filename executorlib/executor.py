@@ -550,7 +550,8 @@ class Executor(_BaseExecutor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks. ``wait`` blocks until every Future is done;
-        ``cancel_futures`` cancels the unfinished tasks and their jobs. ``wait=False`` without
+        ``cancel_futures`` cancels the tasks not started yet (their queued jobs too); running ones
+        finish, as in ``concurrent.futures``. ``wait=False`` without
         cancelling leaves submitted jobs running, so a later process can reattach to the cache."""
         with self._lock:
             already = self._shutdown
