@@ -19,21 +19,8 @@ from executorlib import (
     terminate_tasks_in_cache,
 )
 from executorlib.task import FutureRef
-from tests.cache.conftest import key_of, wait_for
-from tests.cache.funcs import count_runs, double, fail, record_and_hold
-
-
-@pytest.fixture
-def held(tmp_path, runs):
-    """An Executor running record_and_hold(runs, 1, hold) until the test removes the hold file."""
-    hold = tmp_path / "hold"
-    hold.touch()
-    exe = Executor(cache_directory=tmp_path / "cache")
-    future = exe.submit(record_and_hold, runs, 1, str(hold))
-    wait_for(lambda: count_runs(runs) == 1, what="the held task to start")
-    yield exe, future, key_of(record_and_hold, runs, 1, str(hold)), hold
-    hold.unlink(missing_ok=True)
-    exe.shutdown(wait=True, cancel_futures=True)
+from tests.cache.test_cache_api import held  # noqa: F401 - the same held task
+from tests.cache.funcs import double, fail
 
 
 def test_terminate_tasks_in_cache_cancels_the_running_jobs(held):
