@@ -4,8 +4,10 @@
    ``srun --exact -n 1 python -c pass`` in the same allocation.
 2. ``--tasks`` trivial tasks (default 100) with ``block_allocation=True`` (one long-lived srun
    step per worker) against ``ProcessPoolExecutor`` with as many workers on the node, and against
-   the local backend's pool (the same cache and protocol without srun); each timing
-   covers the whole ``with`` block (start-up, submissions, results, shutdown).
+   the local backend's pool (the same protocol without srun), with the temporary cache (calls sent
+   to the workers in memory) and with a named cache (task files); each timing covers the whole
+   ``with`` block (start-up, submissions, results, shutdown).
+3. The same tasks once every worker runs: from the first submit to the last result.
 
 Outside an allocation the script runs itself in one: ``sbatch --wait -n 2`` (a few minutes at
 most), and prints the job's output.
@@ -22,6 +24,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
@@ -54,12 +57,28 @@ def executor_steps(count: int, cache: Path) -> list[float]:
     return times
 
 
-def block_allocation(tasks: int, workers: int, cache: Path, backend: str = "slurm_allocation") -> float:
+def block_allocation(tasks: int, workers: int, cache: Optional[Path], backend: str = "slurm_allocation") -> float:
+    """``cache`` None: the temporary cache, whose calls go to the workers in memory."""
     from executorlib import Executor
 
     with C.timer() as t:
         with Executor(backend=backend, block_allocation=True, max_workers=workers,
                       cache_directory=cache) as exe:
+            values = [f.result() for f in [exe.submit(add, i, i) for i in range(tasks)]]
+    assert values == [2 * i for i in range(tasks)]
+    return t["seconds"]
+
+
+def warm_tasks(tasks: int, workers: int, backend: Optional[str] = "slurm_allocation") -> float:
+    """Seconds for ``tasks`` trivial calls once the pool's workers run (their start not counted):
+    ``backend`` None is ProcessPoolExecutor; the others use the temporary cache."""
+    from executorlib import Executor
+
+    exe = (ProcessPoolExecutor(max_workers=workers) if backend is None else
+           Executor(backend=backend, block_allocation=True, max_workers=workers))
+    with exe:
+        [f.result() for f in [exe.submit(add, i, 0) for i in range(4 * workers)]]  # every worker up
+        with C.timer() as t:
             values = [f.result() for f in [exe.submit(add, i, i) for i in range(tasks)]]
     assert values == [2 * i for i in range(tasks)]
     return t["seconds"]
@@ -86,19 +105,33 @@ def inside(options: argparse.Namespace) -> None:
         print(f"\noverhead of a task over a bare step: "
               f"{C.fmt(C.median(ours) - C.median(bare))} s (x{C.fmt(C.ratio(C.median(ours), C.median(bare)))})")
         pool = [process_pool(options.tasks, options.workers) for _ in range(options.repeat)]
-        block = [block_allocation(options.tasks, options.workers, scratch / f"block{i}")
+        block = [block_allocation(options.tasks, options.workers, None) for i in range(options.repeat)]
+        named = [block_allocation(options.tasks, options.workers, scratch / f"block{i}")
                  for i in range(options.repeat)]
-        local = [block_allocation(options.tasks, options.workers, scratch / f"local{i}", "local")
-                 for i in range(options.repeat)]
+        block_allocation(2, options.workers, None, "local")  # warm: the local fork server starts once per process
+        local = [block_allocation(options.tasks, options.workers, None, "local") for i in range(options.repeat)]
+        local_named = [block_allocation(options.tasks, options.workers, scratch / f"local{i}", "local")
+                       for i in range(options.repeat)]
+        rows = [["ProcessPoolExecutor", pool],
+                ["slurm_allocation, block_allocation=True (temporary cache: calls in memory)", block],
+                ["slurm_allocation, block_allocation=True, named cache_directory (task files)", named],
+                ["local, block_allocation=True (no srun; temporary cache)", local],
+                ["local, block_allocation=True (no srun; named cache_directory)", local_named]]
         C.print_table(f"{options.tasks} trivial tasks, {options.workers} workers: seconds for the whole block",
-                      ["what", "median", "per task"], [
-                          ["ProcessPoolExecutor", C.median(pool), C.median(pool) / options.tasks],
-                          ["slurm_allocation, block_allocation=True", C.median(block),
-                           C.median(block) / options.tasks],
-                          ["local, block_allocation=True (no srun, same cache)", C.median(local),
-                           C.median(local) / options.tasks],
-                      ])
-        print(f"\nblock_allocation / ProcessPoolExecutor: x{C.fmt(C.ratio(C.median(block), C.median(pool)))}; "
+                      ["what", "median", "ratio", "per task"],
+                      [[name, C.median(times), C.ratio(C.median(times), C.median(pool)),
+                        C.median(times) / options.tasks] for name, times in rows])
+        warm = {name: [warm_tasks(options.tasks, options.workers, backend) for _ in range(options.repeat)]
+                for name, backend in (("ProcessPoolExecutor", None),
+                                      ("slurm_allocation, block_allocation=True (temporary cache)", "slurm_allocation"),
+                                      ("local, block_allocation=True (temporary cache)", "local"))}
+        floor = C.median(warm["ProcessPoolExecutor"])
+        C.print_table(f"{options.tasks} trivial tasks, {options.workers} workers already running: seconds from the "
+                      "first submit to the last result", ["what", "median", "ratio", "per task"],
+                      [[name, C.median(times), C.ratio(C.median(times), floor), C.median(times) / options.tasks]
+                       for name, times in warm.items()])
+        print(f"\nblock_allocation / ProcessPoolExecutor: x{C.fmt(C.ratio(C.median(block), C.median(pool)))} "
+              f"(temporary cache), x{C.fmt(C.ratio(C.median(named), C.median(pool)))} (named cache); "
               f"slurm_allocation / local pool: x{C.fmt(C.ratio(C.median(block), C.median(local)))}")
 
 

@@ -114,7 +114,73 @@ def stamped_add(a, b):
     return a + b, _time.time()
 
 
-def measure_parts(options, block_allocation: bool = False) -> dict:
+def stamped_add_run(a, b):
+    """add(), when it started and when it ended (for the in-memory path: no result.h5 runtime)."""
+    import time as _time
+
+    start = _time.time()
+    value = a + b
+    return value, start, _time.time()
+
+
+def measure_parts_memory(options) -> dict:
+    """Where the time of one call goes on the in-memory path of ``block_allocation=True`` with a
+    temporary cache (no task or result file): ``options.parts`` sequential calls, median.
+
+    submit: inside ``exe.submit()``; hand-over: from the end of submit() until the spawner wrote
+    the pickled call to an idle worker's input (the scheduler thread wakes, registers the task,
+    the spawner pickles the request); start: from there to the first line of the function (the
+    worker reads and unpickles the call); run: the function; answer: from the function's end until
+    the spawner parsed the outcome from the worker's output (pickling, the pipe, the watch thread
+    waking the scheduler loop); noticed: from there until the Future is done (unpickling, the
+    Future's callbacks). total: from the submit() call to the Future done.
+    """
+    from executorlib import Executor, get_key
+    from executorlib.spawners.pool import WorkerPoolSpawner
+
+    stamps: dict[str, dict] = {}
+    original_submit, original_update = WorkerPoolSpawner.submit, WorkerPoolSpawner._update
+
+    def submit(self, job, dependencies):
+        try:
+            return original_submit(self, job, dependencies)
+        finally:
+            stamps.setdefault(job.key, {})["handed"] = time.time()
+
+    def update(self, worker, now):
+        key = worker.key
+        original_update(self, worker, now)
+        if key is not None and key in self._outcomes and "answered" not in stamps.get(key, {}):
+            stamps.setdefault(key, {})["answered"] = time.time()
+
+    rows = []
+    WorkerPoolSpawner.submit, WorkerPoolSpawner._update = submit, update
+    try:
+        with Executor(backend="local", max_workers=options.workers, block_allocation=True) as exe:
+            assert exe._spawner.direct, "the in-memory path is off"
+            exe.submit(stamped_add_run, -1, 1).result()  # warm: workers started
+            for i in range(options.parts):
+                done_at: list[float] = []
+                begin = time.time()
+                future = exe.submit(stamped_add_run, i, 1)
+                submitted = time.time()
+                future.add_done_callback(lambda _f: done_at.append(time.time()))
+                value, started, ended = future.result()
+                while not done_at:
+                    time.sleep(0.0001)
+                assert value == i + 1
+                s = stamps.get(get_key(future), {})
+                handed, answered = s.get("handed", submitted), s.get("answered", ended)
+                rows.append({"submit": submitted - begin, "hand-over": handed - submitted,
+                             "start": started - handed, "run": ended - started,
+                             "answer": answered - ended, "noticed": done_at[0] - answered,
+                             "total": done_at[0] - begin})
+    finally:
+        WorkerPoolSpawner.submit, WorkerPoolSpawner._update = original_submit, original_update
+    return {name: C.median([r[name] for r in rows]) for name in rows[0]}
+
+
+def measure_parts(options, block_allocation: bool = False, cache_directory=None) -> dict:
     """Where the time of one call goes: ``options.parts`` calls one after the other (each waits
     for the previous result), every step stamped with ``time.time()`` and the median reported.
 
@@ -143,6 +209,8 @@ def measure_parts(options, block_allocation: bool = False) -> dict:
     TaskStore.write_task = write_task
     try:
         extra = {"block_allocation": True} if block_allocation else {}
+        if cache_directory is not None:  # a named cache: the file path of the block allocation too
+            extra["cache_directory"] = cache_directory
         with Executor(backend="local", max_workers=options.workers, **extra) as exe:
             exe.submit(stamped_add, -1, 1).result()  # warm: workers or fork server started
             store = TaskStore(exe._store.directory, create=False, use_index=False)
@@ -248,19 +316,34 @@ def main() -> None:
     )
     if options.parts:
         parts = {"backend='local'": measure_parts(options)}
+        memory = {}
         try:
-            parts["block_allocation=True"] = measure_parts(options, block_allocation=True)
-        except (NotImplementedError, TypeError):
-            pass
+            with C.scratch_dir("xlbench-local-parts") as scratch:
+                parts["block_allocation=True, named cache_directory"] = measure_parts(
+                    options, block_allocation=True, cache_directory=scratch / "cache")
+            memory["block_allocation=True, temporary cache"] = measure_parts_memory(options)
+        except (NotImplementedError, TypeError, ImportError, AttributeError) as error:
+            print(f"block_allocation=True steps not measured: {error!r}")
         names = list(next(iter(parts.values())))
         C.print_table(
-            f"One call, step by step (median of {options.parts} sequential calls), milliseconds",
+            f"One call, step by step, through the cache files (median of {options.parts} sequential "
+            "calls), milliseconds",
             ["executor"] + names,
             [[label] + [1000 * row[n] for n in names] for label, row in parts.items()],
         )
-    mine = rows["executorlib (ours), backend='local'"]
-    print(f"\nratios to ProcessPoolExecutor: chain {C.ratio(mine['chain'], floor['chain']):.1f}x, "
-          f"independent {C.ratio(mine['independent'], floor['independent']):.1f}x")
+        if memory:
+            names = list(next(iter(memory.values())))
+            C.print_table(
+                f"One call, step by step, in memory (no task or result file; median of {options.parts} "
+                "sequential calls), milliseconds",
+                ["executor"] + names,
+                [[label] + [1000 * row[n] for n in names] for label, row in memory.items()],
+            )
+    for label in ("executorlib (ours), backend='local'", "executorlib (ours), backend='local', block_allocation=True"):
+        mine = rows.get(label)
+        if mine is not None:
+            print(f"\n{label}: ratios to ProcessPoolExecutor: chain {C.ratio(mine['chain'], floor['chain']):.1f}x, "
+                  f"independent {C.ratio(mine['independent'], floor['independent']):.1f}x")
 
 
 if __name__ == "__main__":

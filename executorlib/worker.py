@@ -19,7 +19,11 @@ task folder (:meth:`TaskStore.read_setup_error`) and to the job's output.
 ``python -m executorlib.worker --serve [--mpi] [--init INIT_FILE]`` is a persistent worker of a
 block allocation (``executorlib.spawners.pool``): it runs ``init_function`` once, then reads one
 task folder per line on stdin, runs each exactly as above (its output goes to the task's
-``job.out``) and answers ``done <folder> <exit code>`` on stdout, until stdin ends.
+``job.out``) and answers ``done <folder> <exit code>`` on stdout, until stdin ends. With
+``--stream TOKEN`` (serial workers of a temporary cache) a request may also be a call sent in
+memory, ``@call <length>`` and the pickled call with its parents' values: it runs without task or
+result file and its pickled outcome goes back in frames of at most PIPE_BUF bytes
+(``TOKEN part <n>``), before the answer ``TOKEN done <folder> <exit code>`` (:func:`_serve_call`).
 """
 
 from __future__ import annotations
@@ -30,11 +34,18 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from executorlib.errors import CacheError, DependencyError, TaskExitError
-from executorlib.store import TaskStore
 from executorlib.task import fill_futures
+
+if TYPE_CHECKING:
+    from executorlib.store import TaskStore
+elif __name__ != "__main__":
+    # imported as a library (the fork server preloads what its children need): the store now;
+    # run as ``python -m executorlib.worker`` it comes with the first task file (run_task), so
+    # that a pool worker fed calls in memory (srun steps) starts without h5py and numpy
+    from executorlib.store import TaskStore  # noqa: F401
 
 
 class _SetupFailed(Exception):
@@ -200,7 +211,7 @@ def serve(argv: list[str], use_mpi: bool = False) -> int:
     # reach it: fd 1 goes to stderr between tasks and to the task's job.out during a task.
     # With --stream TOKEN, fds 1 and 2 stay the spawner's pipes (it shows the output to the
     # caller and writes job.out); an answer is one write of a line that starts with TOKEN.
-    requests = os.fdopen(os.dup(0), "r") if rank == 0 else None
+    requests = os.fdopen(os.dup(0), "rb") if rank == 0 else None
     answers = os.fdopen(os.dup(1), "w") if rank == 0 and token is None else None
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -218,7 +229,17 @@ def serve(argv: list[str], use_mpi: bool = False) -> int:
     while True:
         folder: Optional[str]
         if rank == 0:
-            folder = requests.readline().rstrip("\n") or None  # type: ignore[union-attr]
+            line = requests.readline()  # type: ignore[union-attr]
+            if line.startswith(CALL_PREFIX) and token is not None and control is None:
+                # a call sent in memory (the pool's fast path): no task file, no result file
+                try:
+                    data = requests.read(int(line[len(CALL_PREFIX):]))  # type: ignore[union-attr]
+                    requests.readline()  # type: ignore[union-attr]  # the frame's closing newline
+                    _serve_call(data, init_values, init_error, home, token)
+                except BrokenPipeError:  # the Executor is gone
+                    return 0
+                continue
+            folder = line.decode(errors="surrogateescape").rstrip("\n") or None
             for other in range(1, control.Get_size() if control is not None else 1):
                 control.send(folder, dest=other)  # type: ignore[union-attr]
         else:
@@ -293,6 +314,149 @@ def _serve_one(folder: str, comm: Any, init_values: Optional[dict],
         except OSError:
             pass
     return code
+
+
+#: starts a request line of a call sent in memory: ``@call <length>\n<pickle>\n``
+CALL_PREFIX = b"@call "
+#: the longest write of one answer frame: a pipe takes a write of at most PIPE_BUF (4096) bytes
+#: at once, so output of other threads or processes of the task cannot land inside a frame
+FRAME_LIMIT = 4096
+
+
+def _write_frame(data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view):]
+
+
+def _send_outcome(token: str, folder: str, code: int, payload: bytes) -> None:
+    """The outcome of a call sent in memory, on stdout: frames ``TOKEN part <n>\n<n bytes>\n``
+    (each within one write of at most FRAME_LIMIT bytes), then the answer ``TOKEN done <folder>
+    <code>``, in the same write as the last frame: one write for a small outcome (a second small
+    write right after the first would wait for the first one's acknowledgement where srun carries
+    the output over TCP, ~40 ms)."""
+    head = f"{token} part ".encode()
+    done = f"{token} done {folder} {code}\n".encode()
+    step = max(256, FRAME_LIMIT - len(head) - 8 - len(done))
+    starts = range(0, len(payload), step)
+    last = len(starts) - 1
+    for number, start in enumerate(starts):
+        chunk = payload[start:start + step]
+        frame = b"".join((head, str(len(chunk)).encode(), b"\n", chunk, b"\n"))
+        _write_frame(frame + done if number == last and len(frame) + len(done) <= FRAME_LIMIT else frame)
+        if number == last and len(frame) + len(done) <= FRAME_LIMIT:
+            return
+    _write_frame(done)
+
+
+def _outcome_payload(key: str, ok: bool, value: Any, tb: str, runtime: float) -> tuple[bytes, int]:
+    """The pickled outcome of a call sent in memory, and its exit code (0 value, 1 error): a
+    value that cannot be pickled becomes a TypeError, an exception that does not survive
+    pickling a RemoteError with its type and text (as TaskStore.write_result/write_error)."""
+    import cloudpickle
+
+    if ok:
+        try:
+            return cloudpickle.dumps(("ok", value, runtime)), 0
+        except Exception as error:  # noqa: BLE001 - e.g. a lock
+            tb = traceback.format_exc()
+            value = TypeError(f"the result of task {key} cannot be stored: {error!r}")
+    try:
+        data = cloudpickle.dumps(("error", value, tb, runtime))
+        cloudpickle.loads(data)
+    except Exception:  # noqa: BLE001 - keep its type and text
+        from executorlib.errors import RemoteError
+
+        kind = type(value)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        data = cloudpickle.dumps(("error", RemoteError(name, str(value)), tb, runtime))
+    return data, 1
+
+
+def _load_sent_call(request: dict) -> tuple[Any, tuple, dict]:
+    """The function and arguments of a call sent in memory, the parents' values in place of
+    their FutureRefs (_SetupFailed when they cannot be loaded)."""
+    import cloudpickle
+
+    key = request["key"]
+    where = f"on host {socket.gethostname()} with Python {sys.executable}"
+    try:
+        fn = cloudpickle.loads(request["function"])
+        args = cloudpickle.loads(request["args"])
+        kwargs = cloudpickle.loads(request["kwargs"])
+        parents = cloudpickle.loads(request["parents"]) if request.get("parents") else {}
+    except (ImportError, AttributeError) as error:
+        raise _SetupFailed(
+            f"the worker could not load the function {request.get('function_name')!r} of task {key} "
+            f"or its arguments: {type(error).__name__}: {error}. The worker imports the modules the "
+            f"call refers to by name: make them importable {where} (PYTHONPATH; modules next to the "
+            f"submitting script are found through its directory {request.get('client_cwd')!r}).",
+            error) from error
+    except Exception as error:  # noqa: BLE001 - e.g. an argument's own __setstate__ failed
+        raise _SetupFailed(f"the worker could not unpickle the function or arguments of task {key} "
+                           f"{where}: {type(error).__name__}: {error}", error) from error
+
+    def parent_value(parent_key: str) -> Any:
+        if parent_key not in parents:
+            raise _SetupFailed(f"the value of parent task {parent_key}, an argument of task {key}, "
+                               "was not sent to the worker")
+        return parents[parent_key]
+
+    return fn, fill_futures(args, parent_value), fill_futures(kwargs, parent_value)
+
+
+def _serve_call(data: bytes, init_values: Optional[dict], init_error: Optional[tuple[BaseException, str]],
+                home: str, token: str) -> None:
+    """Run one call sent in memory by the pool (``@call``): in this worker's working directory
+    below the temporary cache (``.work/<pid>``: no folder per task, no task file), with the
+    parents' values it carries; the outcome goes back on stdout
+    (:func:`_send_outcome`), nothing to the store. A setup failure answers exit code 2 with the
+    message, as a one-shot job's setup_error.json would."""
+    import pickle
+
+    import cloudpickle
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    request = pickle.loads(data)
+    key, folder = request["key"], request["folder"]
+    workdir = os.path.join(request["workdir"], str(os.getpid()))  # this worker's, for all its calls
+    try:
+        try:
+            os.makedirs(workdir, mode=0o700, exist_ok=True)
+            os.chdir(workdir)
+        except OSError as error:
+            raise _SetupFailed(f"the working directory of task {key}, {workdir}, cannot be entered: {error}",
+                               error) from error
+        client_cwd = request.get("client_cwd")
+        if client_cwd and client_cwd not in sys.path:
+            sys.path.append(client_cwd)  # modules next to the submitting script import
+        fn, args, kwargs = _load_sent_call(request)
+        if init_values:
+            kwargs = _with_init_values(fn, args, kwargs, init_values)
+        if request.get("cwd"):
+            _enter_cwd(key, request["cwd"])
+    except _SetupFailed as failure:
+        tb = traceback.format_exc()
+        print(tb, file=sys.stderr)
+        print(f"executorlib: setup failed: {failure.message}", file=sys.stderr)
+        payload, code = cloudpickle.dumps(("setup", failure.message, tb)), 2
+    else:
+        start = time.time()
+        if init_error is not None:
+            ok, value, tb = False, init_error[0], init_error[1]
+        else:
+            ok, value, tb = _run(fn, args, kwargs)
+        payload, code = _outcome_payload(key, ok, value, tb, time.time() - start)
+        del value
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.chdir(home)
+        except OSError:
+            pass
+    _send_outcome(token, folder, code, payload)
 
 
 def _quick_exit(code: int) -> None:
@@ -378,6 +542,8 @@ def run_task(task_dir: os.PathLike | str, comm: Any = None, init_values: Optiona
     so the task fails with that error instead of running.
     """
     task_dir = Path(task_dir).absolute()
+    from executorlib.store import TaskStore
+
     store = TaskStore(task_dir.parent, create=False, use_index=False)
     key = task_dir.name
     rank = comm.Get_rank() if comm is not None else 0

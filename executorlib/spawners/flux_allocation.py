@@ -192,11 +192,12 @@ class FluxPoolSpawner(SrunPoolSpawner):
     def __init__(self, max_workers: Optional[int] = None, max_cores: Optional[int] = None,
                  resources: Optional[dict] = None, init_function: Optional[Callable[[], dict]] = None,
                  cache_directory: Optional[os.PathLike | str] = None, pmi_mode: Optional[str] = None,
-                 restart_limit: int = 10, allocation: Optional[Allocation] = None):
+                 restart_limit: int = 10, allocation: Optional[Allocation] = None,
+                 temporary_cache: bool = False):
         super().__init__(max_workers=max_workers, max_cores=max_cores, resources=resources,
                          init_function=init_function, cache_directory=cache_directory,
                          pmi_mode=pmi_mode, restart_limit=restart_limit,
-                         allocation=allocation or flux_instance())
+                         allocation=allocation or flux_instance(), temporary_cache=temporary_cache)
 
     def check_step_resources(self, resources: dict, max_cores: Optional[int] = None) -> None:
         check_flux_resources(resources, self.allocation, max_cores)

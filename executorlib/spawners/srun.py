@@ -366,10 +366,6 @@ def _exit_code(state: str) -> Optional[int]:
 
 
 # -- block allocation: persistent workers as long-lived steps ---------------------------------------
-class _RestartsExhausted(Exception):
-    """No more worker may start (restart_limit)."""
-
-
 #: the keys a started worker step cannot change
 POOL_FIXED = ("cores", "threads_per_core", "gpus_per_core", "num_nodes", "memory_max", "slurm_cmd_args")
 
@@ -389,14 +385,14 @@ class SrunPoolSpawner(WorkerPoolSpawner):
     def __init__(self, max_workers: Optional[int] = None, max_cores: Optional[int] = None,
                  resources: Optional[dict] = None, init_function: Optional[Callable[[], dict]] = None,
                  cache_directory: Optional[os.PathLike | str] = None, pmi_mode: Optional[str] = "pmi2",
-                 restart_limit: int = 10, allocation: Optional[Allocation] = None):
+                 restart_limit: int = 10, allocation: Optional[Allocation] = None,
+                 temporary_cache: bool = False):
         from executorlib.resources import merge_resources
 
         self.allocation = allocation or current_allocation()
         self.pmi_mode = _check_pmi_mode(pmi_mode)
         if not isinstance(restart_limit, int) or isinstance(restart_limit, bool) or restart_limit < 0:
             raise ValueError(f"restart_limit must be an int >= 0, got {restart_limit!r}")
-        self.restart_limit = restart_limit
         full = merge_resources(resources, None)
         max_cores = allocation_max_cores(max_cores, self.allocation)
         self.check_step_resources(full, max_cores)
@@ -404,11 +400,12 @@ class SrunPoolSpawner(WorkerPoolSpawner):
         workers = max(1, max_cores // cpus) if max_workers is None else min(max_workers, max(1, max_cores // cpus))
         # the base class checks and starts with local resources; the steps get the real ones
         self._deferred = True
-        self._starts = 0
         self._time_limit = full.get("run_time_max")
         local = {"run_time_max": None}
         super().__init__(max_workers=workers, max_cores=None, resources=local,
-                         init_function=init_function, cache_directory=cache_directory)
+                         init_function=init_function, cache_directory=cache_directory,
+                         restart_limit=restart_limit, temporary_cache=temporary_cache)
+        self._step_cores = max_cores
         self.resources = full
         self.resources["run_time_max"] = None  # a task's limit, not the worker's (see submit)
         self.max_workers = workers
@@ -420,9 +417,8 @@ class SrunPoolSpawner(WorkerPoolSpawner):
             raise
 
     def _start_worker(self):  # noqa: ANN202 - the base class's _Worker
-        if self._starts >= self.max_workers + self.restart_limit:
-            raise _RestartsExhausted()
-        self._starts += 1
+        if self._exhausted():
+            return super()._start_worker()  # raises: no restart left (the base class counts them)
         # the base class hands os.environ on: without the memory requests of an sbatch script
         # (each worker step would take all the job's memory and the others would wait)
         saved = {name: os.environ.pop(name) for name in _MEMORY_VARIABLES
@@ -435,31 +431,18 @@ class SrunPoolSpawner(WorkerPoolSpawner):
     def _top_up(self) -> None:
         if self._deferred:
             return
-        try:
-            super()._top_up()
-        except _RestartsExhausted:
-            self._workers = [w for w in self._workers if w.busy or w.alive()]
+        super()._top_up()
 
-    def _exhausted(self) -> bool:
-        return self._starts >= self.max_workers + self.restart_limit
+    def _what_workers(self) -> str:
+        return "worker steps"
 
-    def has_capacity(self, resources: dict) -> bool:
-        if super().has_capacity(resources):
-            return True
-        # no worker is left and none may start: let submit() fail the task instead of waiting
-        return self._exhausted() and not any(w.alive() for w in self._workers)
+    def _where_output(self) -> str:
+        return "srun's messages went to this process's stderr"
 
-    def submit(self, job: JobSpec, dependencies: list[str]) -> str:
-        try:
-            return super().submit(job, dependencies)
-        except SubmissionError:
-            if not self._exhausted():
-                raise
-            raise SubmissionError(
-                f"task {job.key} cannot run: the block allocation's worker steps died "
-                f"{self._starts - self.max_workers} time(s) after the first {self.max_workers} "
-                f"started, and restart_limit = {self.restart_limit} allows no more restarts "
-                f"(srun's messages went to this process's stderr)") from None
+    def _size_limit(self) -> Optional[tuple[int, str]]:
+        cpus = self.resources["cores"] * self.resources["threads_per_core"]
+        return (max(1, self._step_cores // cpus),
+                f"max_cores = {self._step_cores} of the {self.allocation.describe()} with {cpus} CPU(s) per worker")
 
     def _command(self, token: str = "TOKEN") -> list[str]:
         inner = super()._command(token)

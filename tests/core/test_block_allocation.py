@@ -346,3 +346,24 @@ def test_mpi_workers_run_every_task_on_all_ranks(tmp_path):
             exe.submit(funcs.mpi_rank_raises, 1).result(timeout=60)
         assert exe.submit(funcs.calc, 4).result(timeout=60) == [(4, 2, 0), (4, 2, 1)]
     assert pids[0] == pids[1] and len(set(pids[0])) == 2  # the same two rank processes
+
+
+# -- restart_limit, resizing and worker ids with a named cache (the file path) ----------------------
+
+def test_a_named_cache_resizes_and_gives_worker_ids(tmp_path):
+    from executorlib import SingleNodeExecutor
+    from tests.core.test_pool_fastpath import worker_ids
+
+    with SingleNodeExecutor(max_workers=1, block_allocation=True, cache_directory=str(tmp_path / "c")) as exe:
+        assert not exe._spawner.direct  # the task files are written
+        assert exe.submit(worker_ids, pause=0.0).result(timeout=60)[0] == 0
+        exe.max_workers = 2
+        both = [exe.submit(worker_ids, pause=0.3 + i / 1000) for i in range(2)]
+        assert {f.result(timeout=60)[0] for f in both} == {0, 1}
+        assert len({f.result()[1] for f in both}) == 2
+        exe.max_workers = 1
+        assert exe.submit(funcs.add_funct, 1, 2).result(timeout=60) == 3
+        with pytest.raises(JobFailedError):  # restart_limit=0 (the 1.x default): no restart ...
+            exe.submit(funcs.exit_hard, 3).result(timeout=60)
+        with pytest.raises(Exception, match=r"restart_limit = 0 allows no more restarts"):
+            exe.submit(funcs.add_funct, 2, 2).result(timeout=60)  # ... so the pool is empty
