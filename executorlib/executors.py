@@ -92,6 +92,8 @@ class _Executor1x(Executor):
     _DEFAULT_CACHE: Optional[str] = None
     #: keywords of the original accepted only at their default (name -> default) for now
     _UNSUPPORTED: dict[str, Any] = {}
+    #: why a keyword of _UNSUPPORTED is not implemented and what to do instead (name -> text)
+    _UNSUPPORTED_WHY: dict[str, str] = {}
 
     def _start(self, *, max_workers: Optional[int], cache_directory: Optional[str | os.PathLike],
                max_cores: Optional[int], resource_dict: Optional[dict],
@@ -101,9 +103,15 @@ class _Executor1x(Executor):
                export_workflow_filename: Optional[str], log_obj_size: bool,
                pysqa_config_directory: Optional[str | os.PathLike] = None,
                pmi_mode: Optional[str] = None, restart_limit: Optional[int] = None,
-               extra: Optional[dict] = None) -> None:
+               flux_log_files: Optional[bool] = None, extra: Optional[dict] = None) -> None:
         for name, (value, default) in (extra or {}).items():
-            _not_implemented(name, value, default)
+            _not_implemented(name, value, default, self._UNSUPPORTED_WHY.get(name, ""))
+        if flux_log_files is not None and not isinstance(flux_log_files, bool):
+            raise TypeError(f"flux_log_files must be True or False, got {flux_log_files!r}")
+        if isinstance(resource_dict, dict) and resource_dict.get("cache_directory") is not None:
+            if cache_directory is None:  # as in the original: the default resources' cache is the executor's
+                resource_dict = dict(resource_dict)
+                cache_directory = resource_dict.pop("cache_directory")
         if self._SUBMISSION:
             for name, value in (("max_workers", max_workers), ("max_cores", max_cores)):
                 _not_implemented(name, value, None, "in the HPC submission mode every call is its "
@@ -117,14 +125,13 @@ class _Executor1x(Executor):
         if pmi_mode is not None:
             if self._BACKEND.startswith("slurm"):
                 resource_dict = _with_pmi_mode(resource_dict, pmi_mode)
-            elif self._BACKEND == "flux_allocation":
+            elif self._BACKEND.startswith("flux"):
                 if not isinstance(pmi_mode, str) or not pmi_mode.isidentifier():
                     raise ValueError(f"pmi_mode must be the name of a flux PMI such as 'pmix' or "
                                      f"'simple', got {pmi_mode!r}")
                 self._spawner_options["pmi_mode"] = pmi_mode  # flux run -o pmi=<pmi_mode>
-            else:
-                _not_implemented("pmi_mode", pmi_mode, None,
-                                 "the PMI of a flux_submission job cannot be chosen yet")
+            else:  # no class of a backend without MPI launcher takes pmi_mode
+                raise TypeError(f"pmi_mode is not a keyword of {type(self).__name__}")
         if restart_limit is not None:
             if not isinstance(restart_limit, int) or isinstance(restart_limit, bool) or restart_limit < 0:
                 raise ValueError(f"restart_limit must be an int >= 0, got {restart_limit!r}")
@@ -174,6 +181,8 @@ class _Executor1x(Executor):
             self._info["pmi_mode"] = pmi_mode
         if restart_limit is not None:
             self._info["restart_limit"] = restart_limit
+        if flux_log_files is not None:
+            self._info["flux_log_files"] = flux_log_files
 
     # -- members of the 1.x executors -----------------------------------------------------------------
     def __len__(self) -> int:
@@ -193,8 +202,10 @@ class _Executor1x(Executor):
         without one), ``resource_dict`` (the defaults of every call, completed with the default
         of every key), ``block_allocation``, ``init_function``, ``disable_dependencies``,
         ``refresh_rate``, ``plot_dependency_graph`` and ``plot_dependency_graph_filename``,
-        ``hostname_localhost``; the cluster executors add ``pysqa_config_directory``, all but
-        ``SingleNodeExecutor`` add ``pmi_mode``."""
+        ``hostname_localhost``, ``export_workflow_filename``, ``log_obj_size``; the cluster
+        executors add ``pysqa_config_directory``, the classes with a ``pmi_mode`` keyword add
+        ``pmi_mode``, the job executors ``restart_limit`` and ``FluxJobExecutor``
+        ``flux_log_files``."""
         info = dict(self._info)
         info["resource_dict"] = dict(info["resource_dict"])
         return info
@@ -208,10 +219,16 @@ class _Executor1x(Executor):
 
     @max_workers.setter
     def max_workers(self, value: int) -> None:
-        raise NotImplementedError(
-            "setting max_workers (resizing the pool of a block allocation) is not implemented by "
-            "this executorlib yet; create a new executor with max_workers=... instead"
-        )
+        """With ``block_allocation=True``: grow or shrink the pool of persistent workers (new
+        workers start now, idle ones beyond ``value`` end now, busy ones after their call)."""
+        resize = getattr(self._spawner, "resize", None)
+        if resize is None:
+            raise NotImplementedError(
+                "setting max_workers resizes the pool of persistent workers of block_allocation=True; "
+                "this executor starts a process or job per call: create a new executor with "
+                "max_workers=... instead")
+        resize(value)
+        self._info["max_workers"] = value
 
 
 _KEYWORDS_DOC = """
@@ -262,10 +279,10 @@ class SingleNodeExecutor(_Executor1x):
         submission_note="",
         cache_note="Default ``None``: a temporary cache, removed at shutdown (every call runs).",
         block_note="",
-    )
+    ) + _RESTART_LIMIT_DOC.replace("``Executor(backend=...)`` allows 10", "``Executor(backend=\"local\")`` "
+                                   "restarts without limit")
 
     _BACKEND = "local"
-    _UNSUPPORTED = {"restart_limit": 0}  # the local pool restarts dead workers without a limit
 
     def __init__(
         self,
@@ -327,9 +344,19 @@ class FluxJobExecutor(_Executor1x):
     (``Executor(backend="flux_allocation")``, see docs/allocation-mode.md).
 
     ``pmi_mode`` (e.g. ``"pmix"``) becomes ``flux run -o pmi=<pmi_mode>`` of every call (and of
-    the workers of a block allocation). ``flux_executor``, ``flux_executor_nesting`` and
-    ``flux_log_files`` are not implemented yet: ``NotImplementedError`` unless left at their
-    defaults.
+    the workers of a block allocation).
+
+    The original's flux keywords:
+
+    - ``flux_log_files``: accepted, no switch needed: what each call prints, and flux's own
+      messages about its job, always go to ``job.out`` in the call's task folder (and to this
+      process's stdout/stderr), also with ``False``.
+    - ``flux_executor`` (a ``flux.job.FluxExecutor`` to submit through): ``NotImplementedError``
+      unless ``None``. Calls are started with the ``flux run`` command of the flux instance this
+      process runs in (``FLUX_URI``); to use another instance, run the script inside it.
+    - ``flux_executor_nesting`` (a nested flux instance per call): ``NotImplementedError`` unless
+      ``False``. Use :class:`FluxClusterExecutor`, whose calls are ``flux batch`` jobs, each a
+      nested flux instance.
     """ + _KEYWORDS_DOC.format(
         submission_note=" (default: the allocation's CPUs)",
         cache_note="Default ``None``: a temporary cache, removed at shutdown (every call runs).",
@@ -337,7 +364,14 @@ class FluxJobExecutor(_Executor1x):
     ) + _RESTART_LIMIT_DOC
 
     _BACKEND = "flux_allocation"
-    _UNSUPPORTED = {"flux_executor": None, "flux_executor_nesting": False, "flux_log_files": False}
+    _UNSUPPORTED = {"flux_executor": None, "flux_executor_nesting": False}
+    _UNSUPPORTED_WHY = {
+        "flux_executor": "calls are started with the `flux run` command of the flux instance this "
+                         "process runs in (FLUX_URI), not through a flux.job.FluxExecutor; to use "
+                         "another instance, run the script inside it (flux alloc / flux batch)",
+        "flux_executor_nesting": "for a nested flux instance per call use FluxClusterExecutor, whose "
+                                 "calls are flux batch jobs, each a nested instance",
+    }
 
     def __init__(
         self,
@@ -404,7 +438,8 @@ class SlurmClusterExecutor(_Executor1x):
 class FluxClusterExecutor(_Executor1x):
     __doc__ = """Each call is its own flux job (``Executor(backend="flux_submission")``, see docs/flux.md).
 
-    ``pmi_mode`` is not implemented yet: ``NotImplementedError`` unless ``None``.
+    ``pmi_mode`` (e.g. ``"pmix"``) becomes ``flux run -o pmi=<pmi_mode>`` of the MPI ranks of
+    the calls with ``cores > 1`` in their job scripts (a one-core call starts no MPI ranks).
     """ + _KEYWORDS_DOC.format(
         submission_note=" — not available in the submission mode (NotImplementedError)",
         cache_note=f"Default: ``{DEFAULT_CLUSTER_CACHE}`` in the working directory, as in the original.",

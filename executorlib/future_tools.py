@@ -13,7 +13,6 @@ imports nothing heavy.
 
 from __future__ import annotations
 
-import copy
 import functools
 import threading
 from concurrent.futures import Future, InvalidStateError
@@ -235,39 +234,10 @@ def resolve_selected_futures(fn: Callable, args: tuple, kwargs: dict) -> tuple[C
     return fn, args, kwargs
 
 
-def _fill_selected(obj: Any, seen: frozenset = frozenset()) -> Any:
-    """``obj`` with each :class:`Selected` replaced by its part; containers are copied only when
-    something in them changed."""
-    if isinstance(obj, Selected):
-        return obj.value()
-    kind = type(obj)
-    if kind in (list, tuple, set, frozenset, dict) or isinstance(obj, tuple) or hasattr(kind, "__dataclass_fields__"):
-        if id(obj) in seen:
-            return obj
-        seen = seen | {id(obj)}
-    if kind in (list, tuple, set, frozenset):
-        items = [_fill_selected(o, seen) for o in obj]
-        return obj if all(a is b for a, b in zip(items, obj)) else kind(items)
-    if kind is dict:
-        values = [_fill_selected(v, seen) for v in obj.values()]
-        same = all(a is b for a, b in zip(values, obj.values()))
-        return obj if same else dict(zip(obj.keys(), values))
-    if isinstance(obj, tuple) and hasattr(kind, "_fields") and hasattr(kind, "_make"):
-        items = [_fill_selected(o, seen) for o in obj]
-        return obj if all(a is b for a, b in zip(items, obj)) else kind._make(items)
-    fields = getattr(kind, "__dataclass_fields__", None)
-    if fields is not None and not isinstance(obj, type):
-        changed = {}
-        for name in fields:
-            if hasattr(obj, name):
-                value = getattr(obj, name)
-                new = _fill_selected(value, seen)
-                if new is not value:
-                    changed[name] = new
-        if not changed:
-            return obj
-        clone = copy.copy(obj)
-        for name, value in changed.items():
-            object.__setattr__(clone, name, value)
-        return clone
-    return obj
+def _fill_selected(obj: Any) -> Any:
+    """``obj`` with each :class:`Selected` replaced by its part, also inside lists, tuples,
+    namedtuples, sets, dicts and dataclass instances; containers are copied only when something
+    in them changed (the walk of :func:`executorlib.task.fill_futures`)."""
+    from executorlib.task import _map_leaves  # light: no h5py, no pysqa
+
+    return _map_leaves(obj, lambda leaf: leaf.value() if isinstance(leaf, Selected) else leaf, whole=(Selected,))

@@ -120,6 +120,10 @@ RESOURCE_KEYS: dict[str, ResourceKey] = {
         ResourceKey("error_log_file", None, _optional(_path), "None or a file path",
                     "a failed call appends its exception and traceback to this file (written by the client, "
                     "on every backend)"),
+        ResourceKey("cache_directory", None, _optional(_path), "None or a directory path",
+                    "the cache directory of this call instead of the Executor's: its task folder and result "
+                    "go there, and a result stored there returns without running again (the original "
+                    "executorlib's per-call cache); relative to the working directory at submit()"),
         ResourceKey("max_retries", 2, _non_negative_int, "an int >= 0",
                     "how often a call whose job the cluster lost (node failure, preemption, a requeued job "
                     "that vanished) is submitted again, with a growing pause; the call's own failures "
@@ -128,12 +132,10 @@ RESOURCE_KEYS: dict[str, ResourceKey] = {
 }
 
 #: keys that the Executor acts on itself (the client): they are never handed to a spawner
-CLIENT_KEYS = ("cache_key", "error_log_file", "max_retries")
+CLIENT_KEYS = ("cache_key", "error_log_file", "cache_directory", "max_retries")
 
-#: keys of the original executorlib 1.x that this executorlib does not implement yet
-NOT_IMPLEMENTED_KEYS = {
-    "cache_directory": "a cache directory per call; give Executor(cache_directory=...) instead",
-}
+#: keys of the original executorlib 1.x that this executorlib does not implement yet (name -> why)
+NOT_IMPLEMENTED_KEYS: dict[str, str] = {}
 
 
 def validate_resources(resources: dict, allow_extra: bool = False) -> None:

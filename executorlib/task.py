@@ -77,38 +77,39 @@ def _future_to_ref(leaf: Any, key_of: Callable[[Future], str], found: dict[str, 
     return leaf
 
 
-def _map_leaves(obj: Any, leaf: Callable[[Any], Any], path: frozenset = frozenset()) -> Any:
+def _map_leaves(obj: Any, leaf: Callable[[Any], Any], path: frozenset = frozenset(), whole: tuple = ()) -> Any:
     """``obj`` with ``leaf`` applied to everything that is not a container we look into; a
     container comes back as the same object when nothing in it changed. ``path``: the ids of the
-    containers being mapped, so that a structure that holds itself is not followed forever."""
+    containers being mapped, so that a structure that holds itself is not followed forever.
+    ``whole``: types whose instances go to ``leaf`` whole, even when they are containers."""
     kind = type(obj)
-    if kind in _LEAF_TYPES:
+    if kind in _LEAF_TYPES or (whole and isinstance(obj, whole)):
         return leaf(obj)
     if kind in (list, tuple, set, frozenset, dict) or isinstance(obj, tuple) or hasattr(kind, "__dataclass_fields__"):
         if id(obj) in path:
             return obj
         path = path | {id(obj)}
     if kind in (list, tuple, set, frozenset):
-        items = [_map_leaves(o, leaf, path) for o in obj]
+        items = [_map_leaves(o, leaf, path, whole) for o in obj]
         return obj if _same(items, obj) else kind(items)
     if kind is dict:
-        values = [_map_leaves(v, leaf, path) for v in obj.values()]
+        values = [_map_leaves(v, leaf, path, whole) for v in obj.values()]
         return obj if _same(values, obj.values()) else dict(zip(obj.keys(), values))
     if isinstance(obj, tuple) and hasattr(kind, "_fields") and hasattr(kind, "_make"):  # a namedtuple
-        items = [_map_leaves(o, leaf, path) for o in obj]
+        items = [_map_leaves(o, leaf, path, whole) for o in obj]
         return obj if _same(items, obj) else kind._make(items)
     fields = getattr(kind, "__dataclass_fields__", None)
     if fields is not None and not isinstance(obj, type):  # a dataclass instance
-        return _map_dataclass(obj, fields, leaf, path)
+        return _map_dataclass(obj, fields, leaf, path, whole)
     return leaf(obj)
 
 
-def _map_dataclass(obj: Any, fields: dict, leaf: Callable[[Any], Any], path: frozenset) -> Any:
+def _map_dataclass(obj: Any, fields: dict, leaf: Callable[[Any], Any], path: frozenset, whole: tuple = ()) -> Any:
     changed = {}
     for name in fields:
         value = getattr(obj, name, _MISSING)
         if value is not _MISSING:
-            new = _map_leaves(value, leaf, path)
+            new = _map_leaves(value, leaf, path, whole)
             if new is not value:
                 changed[name] = new
     if not changed:

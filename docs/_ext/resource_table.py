@@ -108,6 +108,12 @@ BACKEND_NOTES: dict[str, tuple[str, str, str]] = {
         "the same",
         "the same",
     ),
+    "cache_directory": (
+        "the call goes to an executor on that cache with the same settings (the client's); its job's "
+        "task folder and result are there",
+        "the same",
+        "the same (its own `max_workers`/`max_cores`); `ValueError` with `block_allocation=True`",
+    ),
     "max_retries": (
         "a job that ended `NODE_FAIL`, `BOOT_FAIL`, `PREEMPTED`, or `FAILED`/`CANCELLED` with reason "
         "`NodeDown`, or that was requeued and vanished, is submitted again after 10 s, 20 s, 40 s, ... "

@@ -104,13 +104,13 @@ def test_hostname_localhost_is_accepted():
         assert exe.info["hostname_localhost"] is True
 
 
-@pytest.mark.parametrize("keyword, value", [
-    ("restart_limit", 2)])
-def test_keywords_not_implemented_yet_raise_naming_them(keyword, value):
+def test_restart_limit_needs_block_allocation():
     from executorlib import SingleNodeExecutor
 
-    with pytest.raises(NotImplementedError, match=keyword):
-        SingleNodeExecutor(**{keyword: value})
+    with pytest.raises(ValueError, match="restart_limit=2 needs block_allocation=True"):
+        SingleNodeExecutor(restart_limit=2)
+    with pytest.raises(ValueError, match="restart_limit must be an int >= 0"):
+        SingleNodeExecutor(block_allocation=True, restart_limit=-1)
 
 
 def test_unknown_keyword_is_a_type_error():
@@ -356,12 +356,13 @@ def test_flux_cluster_executor_default_cache(tmp_path, monkeypatch):
         exe.shutdown()
 
 
-@pytest.mark.parametrize("keyword, value", [
-    ("flux_executor", object()), ("flux_executor_nesting", True), ("flux_log_files", True)])
-def test_flux_job_executor_keywords_not_implemented_yet(keyword, value):
+@pytest.mark.parametrize("keyword, value, alternative", [
+    ("flux_executor", object(), "FLUX_URI"), ("flux_executor_nesting", True, "FluxClusterExecutor")])
+def test_flux_job_executor_keywords_not_implemented_yet(keyword, value, alternative):
+    """Refused before any flux is asked, naming what to do instead (flux_log_files: see tests/flux)."""
     from executorlib import FluxJobExecutor
 
-    with pytest.raises(NotImplementedError, match=keyword):
+    with pytest.raises(NotImplementedError, match=f"{keyword}.*{alternative}"):
         FluxJobExecutor(**{keyword: value})
 
 
@@ -379,3 +380,34 @@ def test_cloudpickle_register_registers_the_calling_module():
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert cloudpickle_register(ind=10_000) is None
+
+
+# -- the walk that puts the parts in place (executorlib.future_tools._fill_selected) ----------------------
+
+def test_fill_selected_reaches_into_every_container_and_copies_only_what_changed():
+    from collections import namedtuple
+
+    from executorlib.future_tools import Selected, _fill_selected
+
+    Point = namedtuple("Point", "x y")
+
+    @dataclass(frozen=True)
+    class Frozen:
+        a: object
+        b: object = None
+
+    part = Selected({"k": [10, 20]}, ("k", 1))
+    assert _fill_selected(part) == 20
+    hashable = Selected((5, 20), (1,))  # a set holds only hashable parts
+    nested = ([part], {"d": part}, {hashable}, Point(part, 1), Frozen(Box(part), b=3))
+    filled = _fill_selected(nested)
+    assert filled[0] == [20] and filled[1] == {"d": 20} and filled[2] == {20}
+    assert filled[3] == Point(20, 1) and type(filled[3]) is Point
+    assert filled[4].a.content == 20 and filled[4].b == 3
+    assert nested[4].a.content is part  # the original is not changed
+    untouched = ([1, "x"], {"d": (2,)}, Box(3))
+    assert _fill_selected(untouched) is untouched  # nothing changed: no copy
+    loop: list = [part]
+    loop.append(loop)
+    result = _fill_selected(loop)
+    assert result[0] == 20 and result[1] is loop  # a structure holding itself is not followed forever

@@ -1,7 +1,7 @@
 """The original executorlib 1.x's behaviour on this executorlib's machinery, local backend: a
 dependent of a failed call raises the parent's own exception type, Future arguments of map(),
 parts of results on Executor(backend=...), batched(), and the resource_dict keys cache_key,
-error_log_file, priority and cache_directory (not implemented), the executorlib_worker_id parameter
+error_log_file, priority and cache_directory (per call), the executorlib_worker_id parameter
 of block allocation."""
 
 from __future__ import annotations
@@ -216,10 +216,76 @@ def test_priority_is_an_error_where_no_job_scheduler_takes_it(block_allocation):
         SingleNodeExecutor(resource_dict={"priority": "high"})
 
 
-def test_a_cache_directory_per_call_is_not_implemented_yet():
-    with SingleNodeExecutor() as exe:
-        with pytest.raises(NotImplementedError, match="cache_directory"):
-            exe.submit(inc, 1, resource_dict={"cache_directory": "elsewhere"})
+def count_call_once(path, value):
+    with open(path, "a") as f:
+        f.write("x")
+    return value + 1
+
+
+def test_a_cache_directory_per_call_stores_the_call_there(tmp_path, monkeypatch):
+    """The call's task folder and result go to its own cache directory (relative to the working
+    directory at submit), dependencies cross the two caches both ways, and a later executor on
+    that directory returns the stored result without running the call again."""
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs.txt"
+    with SingleNodeExecutor(cache_directory=tmp_path / "main") as exe:
+        first = exe.submit(inc, 1)
+        there = exe.submit(count_call_once, str(runs), first, resource_dict={"cache_directory": "other"})
+        back = exe.submit(inc, there)
+        assert back.result(timeout=60) == 4 and there.result(timeout=60) == 3
+        again = exe.submit(count_call_once, str(runs), first, resource_dict={"cache_directory": "other"})
+        assert again.result(timeout=60) == 3  # the same call in the same cache: stored
+        assert len(exe) == 0
+    assert (tmp_path / "other" / there._executorlib_key / "result.h5").is_file()
+    # the main cache holds at most a copy of its result, for its child ``back``: no task of its own
+    assert not (tmp_path / "main" / there._executorlib_key / "task.h5").exists()
+    assert there._executorlib_key in {r["key"] for r in get_cache_data(tmp_path / "other")}
+    with SingleNodeExecutor(cache_directory=tmp_path / "other") as exe:  # reattach / cache hit
+        stored = exe.submit(count_call_once, str(runs), first)
+        assert stored.done() and stored.result() == 3
+    assert runs.read_text() == "x"
+
+
+def test_a_cache_directory_per_call_without_a_cache_of_the_executor(tmp_path):
+    with SingleNodeExecutor() as exe:  # a temporary cache of its own
+        same = str(tmp_path / "c")
+        futures = [exe.submit(inc, 1, resource_dict={"cache_directory": same}) for _ in range(2)]
+        assert [f.result(timeout=60) for f in futures] == [2, 2]
+        assert futures[0]._executorlib_key == futures[1]._executorlib_key  # a named cache: one key
+        assert len(exe._siblings) == 1
+    assert (tmp_path / "c" / futures[0]._executorlib_key / "result.h5").is_file()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        exe.submit(inc, 1, resource_dict={"cache_directory": same})
+
+
+def test_a_cache_directory_in_the_default_resources(tmp_path):
+    with SingleNodeExecutor(resource_dict={"cache_directory": str(tmp_path / "d")}) as exe:
+        assert exe.cache_directory == str(tmp_path / "d")  # as in the original: the executor's cache
+        assert exe.submit(inc, 1).result(timeout=60) == 2
+    with Executor(backend="local", cache_directory=tmp_path / "e",
+                  resource_dict={"cache_directory": str(tmp_path / "d")}) as exe:
+        f = exe.submit(inc, 5)
+        assert f.result(timeout=60) == 6
+        g = exe.submit(inc, 5, resource_dict={"cache_directory": str(tmp_path / "e")})  # the call wins
+        assert g.result(timeout=60) == 6
+    assert (tmp_path / "d" / f._executorlib_key).is_dir() and (tmp_path / "e" / g._executorlib_key).is_dir()
+
+
+def test_a_cache_directory_per_call_is_checked_and_refused_with_block_allocation(tmp_path):
+    with SingleNodeExecutor(max_workers=1) as exe:
+        with pytest.raises(ValueError, match="cache_directory"):
+            exe.submit(inc, 1, resource_dict={"cache_directory": 3})
+    with SingleNodeExecutor(max_workers=1, block_allocation=True) as exe:
+        with pytest.raises(ValueError, match=r"block_allocation=True.*second Executor"):
+            exe.submit(inc, 1, resource_dict={"cache_directory": str(tmp_path)})
+        assert exe.submit(inc, 1).result(timeout=60) == 2
+
+
+def test_a_cache_directory_per_call_while_recording_records(tmp_path):
+    with SingleNodeExecutor(plot_dependency_graph=True,
+                            plot_dependency_graph_filename=str(tmp_path / "g.dot")) as exe:
+        assert exe.submit(inc, 1, resource_dict={"cache_directory": str(tmp_path / "x")}).result() is None
+    assert not (tmp_path / "x").exists()
 
 
 # -- block allocation: executorlib_worker_id --------------------------------------------------------------
@@ -340,18 +406,21 @@ def test_flux_job_executor_pmi_mode_reaches_flux_run(recording):
 
 
 def test_flux_run_gets_the_pmi_option():
-    from executorlib.spawners.flux_allocation import flux_run_command
     from executorlib.resources import merge_resources
+    from executorlib.spawners.flux_allocation import flux_run_command
 
-    assert ["-o", "pmi=pmix"] == flux_run_command(merge_resources(None, {"cores": 2}), "pmix")[-2:] or \
-        "pmi=pmix" in flux_run_command(merge_resources(None, {"cores": 2}), "pmix")
+    command = flux_run_command(merge_resources(None, {"cores": 2}), "pmix")
+    assert command[:2] == ["flux", "run"]
+    assert command[command.index("-o") + 1] == "pmi=pmix"
+    assert "-o" not in flux_run_command(merge_resources(None, {"cores": 2}))
 
 
-def test_flux_cluster_executor_pmi_mode_is_not_implemented_yet(tmp_path):
+def test_flux_cluster_executor_pmi_mode_is_checked(tmp_path):
+    """(Its job script: tests/flux/test_executors_1x_flux.py.)"""
     from executorlib import FluxClusterExecutor
 
-    with pytest.raises(NotImplementedError, match="pmi_mode"):
-        FluxClusterExecutor(cache_directory=tmp_path, pmi_mode="pmix")
+    with pytest.raises(ValueError, match="pmi_mode"):
+        FluxClusterExecutor(cache_directory=tmp_path, pmi_mode="bad mode")
 
 
 # -- log_obj_size ------------------------------------------------------------------------------------------

@@ -192,3 +192,20 @@ def test_block_allocation_rejects_other_worker_resources(tmp_path: Path) -> None
         with pytest.raises(ValueError, match=r"resource_dict\['cores'\] = 2 cannot be used with block_allocation"):
             exe.submit(funcs.add, 1, 2, resource_dict={"cores": 2})
         assert exe.submit(funcs.add, 1, 2).result(timeout=120) == 3
+
+
+def test_slurm_job_executor_of_the_1x_api(tmp_path: Path) -> None:
+    """The original's SlurmJobExecutor: job steps of this allocation, a dependency chain, the
+    parent's exception type at the end of it, and pmi_mode on the srun line of MPI calls."""
+    from executorlib import SlurmJobExecutor
+
+    with SlurmJobExecutor(cache_directory=str(tmp_path / "cache"), pmi_mode="pmi2") as exe:
+        assert exe.info["pmi_mode"] == "pmi2" and len(exe) == 0
+        first = exe.submit(funcs.step_ids, 0)
+        total = exe.submit(funcs.add, exe.submit(funcs.add, 1, 2), 3)
+        assert total.result(timeout=120) == 6
+        assert first.result(timeout=120)["job"] == JOB
+        with pytest.raises(ZeroDivisionError):
+            exe.submit(funcs.add, exe.submit(divmod, 1, 0), 1).result(timeout=120)
+        ranks = exe.submit(funcs.mpi_rank, resource_dict={"cores": 2}).result(timeout=120)
+    assert [r[:2] for r in ranks] == [(0, 2), (1, 2)]
