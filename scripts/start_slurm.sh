@@ -3,6 +3,8 @@
 # Debian/Ubuntu machine without systemd, e.g. a CI container. Must run as root.
 #
 #   bash scripts/start_slurm.sh      # start (idempotent, safe to call repeatedly)
+#   bash scripts/start_slurm.sh --accounting     # ... with accounting: slurmdbd on MariaDB
+#   bash scripts/start_slurm.sh --no-accounting  # ... switch accounting off again
 #   bash scripts/stop_slurm.sh       # stop the daemons again
 #
 # - If a cluster already answers (sbatch works and sinfo reports the node
@@ -11,12 +13,38 @@
 # - /etc/slurm/slurm.conf is (re)written with a marker line; a foreign
 #   slurm.conf is backed up before being replaced.
 # - Daemons that died (or were killed) are restarted.
+# - Accounting mode (--accounting or EXECUTORLIB_SLURM_ACCOUNTING=1) also installs Debian's
+#   mariadb-server and slurmdbd, starts MariaDB and slurmdbd (/etc/slurm/slurmdbd.conf, mode 600,
+#   owned by the slurm user), sets AccountingStorageType=accounting_storage/slurmdbd with
+#   AccountingStorageEnforce=limits,qos (so that QOS and association limits apply), adds the
+#   cluster, the account "executorlib" and the users (root, $SUDO_USER, the local users with
+#   uid >= 1000, EXECUTORLIB_SLURM_USERS) with sacctmgr, and restarts slurmctld. It switches a
+#   running plain cluster of this script to accounting (and --no-accounting or
+#   EXECUTORLIB_SLURM_ACCOUNTING=0 back; MariaDB and slurmdbd are left running). Without either,
+#   a cluster of this script keeps its mode, and a new one is plain.
 #
 # Environment knobs:
 #   SLURM_START_TIMEOUT  seconds to wait for the node to become idle (default 60)
 #   SLURM_CLUSTER_NAME   cluster name (default "executorlib")
 #   SLURMCTLD_PORT / SLURMD_PORT  ports (default 6817 / 6818)
+#   EXECUTORLIB_SLURM_ACCOUNTING  1 = accounting mode, 0 = plain (the options win)
+#   EXECUTORLIB_SLURM_USERS       more users (comma-separated) to add to the accounting database
+#   SLURMDBD_PORT                 slurmdbd's port (default 6819)
 set -euo pipefail
+
+ACCOUNTING=${EXECUTORLIB_SLURM_ACCOUNTING:-}
+for arg in "$@"; do
+    case "$arg" in
+        --accounting) ACCOUNTING=1 ;;
+        --no-accounting) ACCOUNTING=0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "start_slurm.sh: unknown argument '$arg' (use --accounting or --no-accounting)" >&2; exit 2 ;;
+    esac
+done
+case "$ACCOUNTING" in
+    ""|0|1) ;;
+    *) echo "start_slurm.sh: EXECUTORLIB_SLURM_ACCOUNTING must be 0 or 1, not '$ACCOUNTING'" >&2; exit 2 ;;
+esac
 
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
@@ -38,6 +66,22 @@ TIMEOUT=${SLURM_START_TIMEOUT:-60}
 CLUSTER_NAME=${SLURM_CLUSTER_NAME:-executorlib}
 CTLD_PORT=${SLURMCTLD_PORT:-6817}
 SLURMD_PORT_NUM=${SLURMD_PORT:-6818}
+DBD_CONF=$CONF_DIR/slurmdbd.conf
+DBD_PID=/run/slurmdbd.pid
+DBD_PORT=${SLURMDBD_PORT:-6819}
+DBD_LOG=$LOG_DIR/slurmdbd.log
+DB_NAME=slurm_acct_db
+SLURM_ACCOUNT=executorlib
+ACCT_LINE="AccountingStorageType=accounting_storage/slurmdbd"
+
+# no mode given: a cluster of this script keeps the mode it has, a new one is plain
+if [ -z "$ACCOUNTING" ]; then
+    if grep -qF "$MARKER" "$CONF" 2>/dev/null && grep -qxF "$ACCT_LINE" "$CONF"; then
+        ACCOUNTING=1
+    else
+        ACCOUNTING=0
+    fi
+fi
 
 log() { echo "[start_slurm] $*"; }
 
@@ -73,6 +117,26 @@ local_daemons_ok() {
     is_running munged && is_running slurmctld && is_running slurmd
 }
 
+running_accounting() { # the AccountingStorageType the controller runs with
+    timeout 10 scontrol show config 2>/dev/null | awk '$1 == "AccountingStorageType" {print $3}' || true
+}
+
+db_answers() { timeout 10 mysqladmin --silent ping >/dev/null 2>&1; }
+
+# true when slurmctld takes the updates of slurmdbd (which runs as the slurm user, while slurmctld
+# runs as root): it knows the slurm user as an administrator of the accounting database
+ctld_takes_updates() {
+    timeout 10 scontrol show assoc_mgr users=slurm flags=users 2>/dev/null | grep -q 'AdminLevel=Administrator'
+}
+
+# true once slurmdbd answers and the controller registered with it (sacctmgr shows its host)
+accounting_ok() {
+    is_running slurmdbd && db_answers || return 1
+    [ "$(running_accounting)" = accounting_storage/slurmdbd ] || return 1
+    timeout 10 sacctmgr -n -P show cluster "$CLUSTER_NAME" format=ControlHost 2>/dev/null | grep -q . || return 1
+    ctld_takes_updates
+}
+
 summary() {
     echo "----- sinfo -----"
     sinfo || true
@@ -101,12 +165,32 @@ dump_logs() {
 if cluster_answers 5; then
     # Only insist on local daemons if the cluster is the one this script manages;
     # any other cluster that answers is left completely alone.
-    if ! grep -qF "$MARKER" "$CONF" 2>/dev/null || local_daemons_ok; then
+    if ! grep -qF "$MARKER" "$CONF" 2>/dev/null; then
+        # any other cluster that answers is left completely alone
+        if [ "$ACCOUNTING" = 1 ] && [ "$(running_accounting)" != accounting_storage/slurmdbd ]; then
+            echo "start_slurm.sh: the running SLURM cluster was not started by this script and has no" \
+                 "accounting (slurmdbd); it is left alone, so --accounting cannot be honoured" >&2
+            exit 1
+        fi
         log "SLURM cluster already running (node state: $(node_state)); nothing to do."
         summary
         exit 0
     fi
-    log "cluster answers but a local daemon is missing; repairing"
+    if local_daemons_ok; then
+        if [ "$ACCOUNTING" = 1 ] && accounting_ok; then
+            log "SLURM cluster with accounting already running (node state: $(node_state)); nothing to do."
+            summary
+            exit 0
+        fi
+        if [ "$ACCOUNTING" = 0 ] && [ "$(running_accounting)" = accounting_storage/none ]; then
+            log "SLURM cluster already running (node state: $(node_state)); nothing to do."
+            summary
+            exit 0
+        fi
+        log "switching the running cluster to accounting mode $ACCOUNTING (1 = slurmdbd, 0 = none)"
+    else
+        log "cluster answers but a local daemon is missing; repairing"
+    fi
 fi
 
 # ---------------------------------------------------------------- 1. install
@@ -117,6 +201,10 @@ if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1
 fi
 # pgrep/pkill (procps) are missing from minimal container images
 command -v pgrep >/dev/null 2>&1 || PKGS="$PKGS procps"
+if [ "$ACCOUNTING" = 1 ]; then
+    command -v slurmdbd >/dev/null 2>&1 || PKGS="$PKGS slurmdbd"
+    { command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } || PKGS="$PKGS mariadb-server"
+fi
 if [ -n "$PKGS" ]; then
     PKGS=${PKGS# }
     log "installing $PKGS with apt-get"
@@ -169,6 +257,18 @@ if ! munge_works; then
 fi
 
 # ---------------------------------------------------------------- 3. slurm.conf
+if [ "$ACCOUNTING" = 1 ]; then
+    CONF_HEADER="# single-node test cluster: no systemd, no cgroup enforcement, accounting in slurmdbd ($DBD_CONF)"
+    ACCT_COMMENT="# accounting in slurmdbd, its limits enforced."
+    ACCT_CONF="$ACCT_LINE
+AccountingStorageHost=localhost
+AccountingStoragePort=$DBD_PORT
+AccountingStorageEnforce=limits,qos"
+else
+    CONF_HEADER="# single-node test cluster: no systemd, no cgroup enforcement, no accounting database"
+    ACCT_COMMENT="# no accounting database."
+    ACCT_CONF="AccountingStorageType=accounting_storage/none"
+fi
 NODE=$(hostname -s)
 CPUS=$(nproc)
 MEM_TOTAL_MB=$(awk '/^MemTotal:/ {print int($2/1024)}' /proc/meminfo)
@@ -187,7 +287,7 @@ NEW_CONF=$(mktemp)
 trap 'rm -f "$NEW_CONF"' EXIT
 cat >"$NEW_CONF" <<EOF
 $MARKER
-# single-node test cluster: no systemd, no cgroup enforcement, no accounting database
+$CONF_HEADER
 ClusterName=$CLUSTER_NAME
 SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
@@ -226,12 +326,12 @@ OverTimeLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=30
 Waittime=0
-# no accounting database. jobacct_gather/linux polls the memory usage of the
+$ACCT_COMMENT jobacct_gather/linux polls the memory usage of the
 # tasks every second and, with OverMemoryKill, kills steps exceeding their
 # --mem (or DefMemPerCPU) limit without needing cgroups; the job then ends
 # FAILED and its output contains "exceeded memory limit".
 # Set JobAcctGatherType=jobacct_gather/none to switch this off.
-AccountingStorageType=accounting_storage/none
+$ACCT_CONF
 JobCompType=jobcomp/none
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=1
@@ -280,6 +380,134 @@ stop_daemon() { # name pidfile
     rm -f "$pidfile"
 }
 
+# ---------------------------------------------------------------- 4a. accounting: MariaDB + slurmdbd
+start_database() {
+    if db_answers; then return 0; fi
+    log "starting MariaDB"
+    mkdir -p /run/mysqld /var/log/mysql
+    chown mysql:mysql /run/mysqld /var/log/mysql
+    if [ ! -d /var/lib/mysql/mysql ]; then
+        log "initialising the MariaDB data directory"
+        mariadb-install-db --user=mysql --datadir=/var/lib/mysql --skip-test-db >/dev/null
+    fi
+    # mysqld_safe restarts the server if it dies; setsid: not a child of this shell
+    setsid mysqld_safe --user=mysql >/dev/null 2>&1 < /dev/null &
+    for _ in $(seq 1 60); do db_answers && return 0; sleep 0.5; done
+    echo "MariaDB did not start within 30 s" >&2
+    tail -n 40 /var/log/mysql/error.log >&2 2>/dev/null || true
+    exit 1
+}
+
+setup_accounting() {
+    getent passwd slurm >/dev/null || useradd --system -U -d /nonexistent -s /usr/sbin/nologin slurm
+    start_database
+    # the database password lives only in slurmdbd.conf (mode 600); kept across calls
+    local pass=""
+    [ -f "$DBD_CONF" ] && pass=$(sed -n 's/^StoragePass=//p' "$DBD_CONF")
+    [ -n "$pass" ] || pass=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    mariadb -u root <<SQL
+CREATE DATABASE IF NOT EXISTS $DB_NAME;
+CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$pass';
+ALTER USER 'slurm'@'localhost' IDENTIFIED BY '$pass';
+GRANT ALL ON $DB_NAME.* TO 'slurm'@'localhost';
+SQL
+    local new_dbd
+    new_dbd=$(mktemp)
+    cat >"$new_dbd" <<DBDCONF
+$MARKER
+AuthType=auth/munge
+DbdHost=localhost
+DbdPort=$DBD_PORT
+SlurmUser=slurm
+DebugLevel=info
+LogFile=$DBD_LOG
+PidFile=$DBD_PID
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StoragePort=3306
+StorageUser=slurm
+StoragePass=$pass
+StorageLoc=$DB_NAME
+DBDCONF
+    local dbd_changed=0
+    if ! cmp -s "$new_dbd" "$DBD_CONF" 2>/dev/null; then
+        log "writing $DBD_CONF"
+        cp "$new_dbd" "$DBD_CONF"
+        dbd_changed=1
+    fi
+    rm -f "$new_dbd"
+    chown slurm:slurm "$DBD_CONF"
+    chmod 0600 "$DBD_CONF"
+    touch "$DBD_LOG"
+    chown slurm:slurm "$DBD_LOG"
+    if [ "$dbd_changed" = 1 ] && is_running slurmdbd; then
+        log "slurmdbd.conf changed: stopping slurmdbd"
+        stop_daemon slurmdbd "$DBD_PID"
+    fi
+    if ! is_running slurmdbd; then
+        log "starting slurmdbd"
+        rm -f "$DBD_PID"
+        slurmdbd || { tail -n 40 "$DBD_LOG" >&2 || true; exit 1; }
+    fi
+    # sacctmgr reads the new slurm.conf (AccountingStorageHost/Port) and talks to slurmdbd
+    local ok=0
+    for _ in $(seq 1 60); do
+        if timeout 10 sacctmgr -n -P show cluster format=Cluster >/dev/null 2>&1; then ok=1; break; fi
+        sleep 0.5
+    done
+    if [ "$ok" != 1 ]; then
+        echo "slurmdbd does not answer sacctmgr" >&2
+        tail -n 40 "$DBD_LOG" >&2 || true
+        exit 1
+    fi
+    # the cluster, an account and the users, before slurmctld enforces associations
+    if ! sacctmgr -n -P show cluster format=Cluster | grep -qx "$CLUSTER_NAME"; then
+        log "sacctmgr: adding cluster $CLUSTER_NAME"
+        sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null
+    fi
+    if ! sacctmgr -n -P show account "$SLURM_ACCOUNT" format=Account | grep -qx "$SLURM_ACCOUNT"; then
+        log "sacctmgr: adding account $SLURM_ACCOUNT"
+        sacctmgr -i add account "$SLURM_ACCOUNT" Cluster="$CLUSTER_NAME" \
+            Description="executorlib tests" Organization=executorlib >/dev/null
+    fi
+    local users user
+    users="root ${SUDO_USER:-} $(awk -F: '$3 >= 1000 && $3 < 65000 && $7 !~ /(nologin|false)$/ {print $1}' /etc/passwd)"
+    users="$users $(echo "${EXECUTORLIB_SLURM_USERS:-}" | tr ',' ' ')"
+    for user in $(echo "$users" | tr ' ' '\n' | grep . | sort -u); do
+        getent passwd "$user" >/dev/null || { log "no such user '$user': not added to accounting"; continue; }
+        if ! sacctmgr -n -P show assoc cluster="$CLUSTER_NAME" account="$SLURM_ACCOUNT" user="$user" \
+                format=User | grep -qx "$user"; then
+            log "sacctmgr: adding user $user to account $SLURM_ACCOUNT"
+            sacctmgr -i add user "$user" Account="$SLURM_ACCOUNT" DefaultAccount="$SLURM_ACCOUNT" \
+                Cluster="$CLUSTER_NAME" >/dev/null
+        fi
+    done
+    # slurmdbd runs as slurm, slurmctld as root: slurmctld takes slurmdbd's updates (a new QOS, a
+    # changed limit) only from an administrator
+    if ! sacctmgr -n -P show user slurm format=User | grep -qx slurm; then
+        log "sacctmgr: adding user slurm as administrator"
+        sacctmgr -i add user slurm Account="$SLURM_ACCOUNT" DefaultAccount="$SLURM_ACCOUNT" \
+            Cluster="$CLUSTER_NAME" AdminLevel=Admin >/dev/null
+    elif ! sacctmgr -n -P show user slurm format=AdminLevel | grep -qx Administrator; then
+        log "sacctmgr: making user slurm an administrator"
+        sacctmgr -i modify user slurm set AdminLevel=Admin >/dev/null
+    fi
+}
+
+if [ "$ACCOUNTING" = 1 ]; then
+    setup_accounting
+fi
+
+# a controller that runs with another accounting mode than the configuration (e.g. its restart failed)
+if [ "$CONF_CHANGED" = 0 ] && is_running slurmctld; then
+    want=accounting_storage/none
+    [ "$ACCOUNTING" = 1 ] && want=accounting_storage/slurmdbd
+    have=$(running_accounting)
+    if [ -n "$have" ] && [ "$have" != "$want" ]; then CONF_CHANGED=1; fi
+    # a controller that does not know the slurm user as administrator yet: it learns it at its start
+    if [ "$ACCOUNTING" = 1 ] && [ "$have" = "$want" ] && ! ctld_takes_updates; then CONF_CHANGED=1; fi
+fi
+
 if [ "$CONF_CHANGED" = 1 ]; then
     # daemons started with an older configuration must be restarted
     is_running slurmd && { log "config changed: stopping slurmd"; stop_daemon slurmd "$SLURMD_PID"; }
@@ -324,5 +552,21 @@ if [ "$ok" != 1 ] || ! cluster_answers; then
     exit 1
 fi
 
-log "SLURM cluster is up (node $NODE, $CPUS CPUs, ${REAL_MEM} MB)"
+if [ "$ACCOUNTING" = 1 ]; then
+    # slurmctld registers with slurmdbd (sacctmgr then shows its ControlHost); sacct must answer
+    ok=0
+    for _ in $(seq 1 60); do
+        if accounting_ok && timeout 10 sacct -n -X -j 1 >/dev/null 2>&1; then ok=1; break; fi
+        sleep 0.5
+    done
+    if [ "$ok" != 1 ]; then
+        echo "start_slurm.sh: slurmctld did not register with slurmdbd" >&2
+        tail -n 20 "$DBD_LOG" >&2 || true
+        dump_logs
+        exit 1
+    fi
+    log "accounting is on: slurmdbd on MariaDB (database $DB_NAME), account $SLURM_ACCOUNT"
+fi
+
+log "SLURM cluster is up (node $NODE, $CPUS CPUs, ${REAL_MEM} MB, accounting $([ "$ACCOUNTING" = 1 ] && echo slurmdbd || echo none))"
 summary

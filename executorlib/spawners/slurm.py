@@ -2,7 +2,8 @@
 
 Accounting (``sacct``) is not needed: ``squeue --states=all`` reports jobs that ended until SLURM
 forgets them (``MinJobAge``), ``scontrol show job`` is asked once per vanished job, and the job's
-own files say the rest.
+own files say the rest. On a cluster with accounting (slurmdbd), ``sacct`` gives the final state of a
+job that ``scontrol`` has forgotten; without accounting it is asked once and then left alone.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from executorlib.errors import SubmissionError
 from executorlib.spawners.base import JobStatus
 from executorlib.spawners.batch import BatchSpawner, match_tagged, run_command
 
-__all__ = ["SlurmSpawner", "parse_squeue", "parse_scontrol_job", "parse_tagged", "slurm_status", "slurm_time",
-           "slurm_memory", "transient_refusal"]
+__all__ = ["SlurmSpawner", "parse_squeue", "parse_scontrol_job", "parse_sacct", "parse_tagged", "slurm_status",
+           "slurm_time", "slurm_memory", "transient_refusal"]
 
 #: states in which a job is still queued or running (``squeue --states=all`` also lists ended ones)
 ACTIVE_STATES = {
@@ -35,6 +36,10 @@ CLUSTER_REASONS = {"NodeDown", "SystemFailure"}
 REQUEUE_STATES = {"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"}
 #: final states of a job that ran into a resource_dict limit: the key to raise
 EXCEEDED = {"TIMEOUT": "run_time_max", "DEADLINE": "run_time_max", "OUT_OF_MEMORY": "memory_max"}
+#: the final state of a forgotten job, from accounting (one line per job with -X)
+SACCT_FIELDS = "State,ExitCode,Reason"
+#: sacct's words for "this cluster has no accounting": sacct is not asked again
+NO_ACCOUNTING = ("accounting storage is disabled", "was not found on PATH")
 #: above this many jobs, ask for the user's jobs and filter, instead of listing ids on the command line
 MAX_IDS_PER_QUERY = 500
 SQUEUE_FORMAT = "%i|%T|%r"
@@ -116,6 +121,25 @@ def parse_scontrol_job(output: str) -> Optional[JobStatus]:
     return slurm_status(state, fields.get("Reason", ""))
 
 
+def parse_sacct(output: str) -> Optional[JobStatus]:
+    """The status in ``sacct -n -P -X -o State,ExitCode,Reason`` output (the last line: the job's
+    latest run); None without one. ``CANCELLED by 0`` is CANCELLED; a FAILED job without a reason
+    gets scontrol's ``NonZeroExitCode``."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    if not lines:
+        return None
+    parts = lines[-1].strip().split("|")
+    words = parts[0].split()
+    if not words:
+        return None
+    state = words[0].upper()
+    exit_code = parts[1].strip() if len(parts) > 1 else ""
+    reason = parts[2].strip() if len(parts) > 2 else ""
+    if reason in ("", "None", "(null)") and state == "FAILED" and exit_code.split(":")[0] not in ("", "0"):
+        reason = "NonZeroExitCode"
+    return slurm_status(state, reason)
+
+
 def parse_tagged(output: str) -> list[tuple[str, bool, str]]:
     """Parse ``squeue -h -o '%i|%T|%j'`` lines into (job id, active, job name)."""
     jobs = []
@@ -140,6 +164,8 @@ class SlurmSpawner(BatchSpawner):
         self._default_partition: Optional[str] = None
         self._partition_known = False
         self._final: dict[str, JobStatus] = {}
+        #: False once sacct said that the cluster has no accounting (then it is not asked again)
+        self._accounting: Optional[bool] = None
 
     # -- job script --------------------------------------------------------------------------------
     def check_resources(self, resources: dict) -> None:
@@ -236,17 +262,33 @@ class SlurmSpawner(BatchSpawner):
 
     def final_status(self, job_id: str) -> Optional[JobStatus]:
         """From the last ``squeue`` that listed the job ended, else ``scontrol show job`` (while
-        SLURM remembers it, ``MinJobAge``): JobState and Reason, no accounting needed."""
+        SLURM remembers it, ``MinJobAge``): JobState and Reason, no accounting needed. A job that
+        scontrol has forgotten is asked of ``sacct`` when the cluster has accounting."""
         if job_id in self._final:
             return self._final[job_id]
         try:
-            output = run_command(["scontrol", "show", "job", "--oneliner", job_id])
+            status = parse_scontrol_job(run_command(["scontrol", "show", "job", "--oneliner", job_id]))
         except SubmissionError:
-            return None
-        status = parse_scontrol_job(output)
+            status = None
+        if status is None:
+            status = self.accounted_status(job_id)
         if status is not None and not status.active:
             self._final[job_id] = status
         return status
+
+    def accounted_status(self, job_id: str) -> Optional[JobStatus]:
+        """The job's state in accounting (``sacct``); None without accounting (then sacct is not
+        asked again), when sacct fails or does not know the job."""
+        if self._accounting is False:
+            return None
+        try:
+            output = run_command(["sacct", "-j", job_id, "-n", "-P", "-X", "-o", SACCT_FIELDS])
+        except SubmissionError as error:
+            if any(text in str(error) for text in NO_ACCOUNTING):
+                self._accounting = False
+            return None
+        self._accounting = True
+        return parse_sacct(output)
 
     def final_state(self, job_id: str) -> Optional[str]:
         status = self.final_status(job_id)

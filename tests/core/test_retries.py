@@ -3,20 +3,27 @@
 The double's NODE_FAIL is the cluster's failure (its ``final_status`` says so, as the SLURM
 adapter does for NODE_FAIL, BOOT_FAIL, PREEMPTED and a job whose node went down); an exception, a
 non-zero exit and a TIMEOUT are the call's own. The SLURM words are tested in
-tests/slurm/test_classify.py, the real node failure in tests/slurm/test_retries.py.
+tests/slurm/test_classify.py, the real node failure in tests/slurm/test_retries.py. Also here: the
+attempts of a call survive a later process attaching to its retried job, and the SLURM adapter's
+``sacct`` fallback for jobs that scontrol forgot (real accounting: tests/slurm/test_accounting.py).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from typing import Optional
 
 import pytest
+
+import executorlib.executor as executor_module
 
 from executorlib import Executor
 from executorlib.cli import main as cli_main
 from executorlib.errors import JobFailedError
 from executorlib.monitor import limit_hint
 from tests.core import funcs
+from tests.core.spawner_double import DependencySpawner
 
 
 from tests.core.test_scheduler import backend, thread_backends  # noqa: E402,F401 - the same doubles
@@ -179,8 +186,7 @@ def test_a_job_accepted_despite_a_timeout_is_found_by_its_tag_not_submitted_twic
 
 
 def test_the_slurm_adapter_marks_site_limits_and_timeouts_transient(monkeypatch, tmp_path):
-    """sbatch's stderr decides; the real QOS limit needs accounting (slurmdbd), which the test
-    cluster lacks."""
+    """sbatch's stderr decides (the real QOS limit, with slurmdbd: tests/slurm/test_accounting.py)."""
     pytest.importorskip("pysqa")
     from executorlib.errors import SubmissionError
     from executorlib.spawners.batch import BatchSpawner
@@ -210,3 +216,152 @@ def test_the_slurm_adapter_marks_site_limits_and_timeouts_transient(monkeypatch,
     with pytest.raises(SubmissionError) as partition:
         spawner.submit(None, [])
     assert limit.value.transient and not partition.value.transient
+
+
+# -- a later process attaches to a call being retried ---------------------------------------------------
+
+class _SharedSpawner(DependencySpawner):
+    """One spawner for every Executor of a test, like one cluster for two processes: a later
+    Executor attaches to the jobs of an earlier one. With ``hold_second`` the second job waits
+    for ``hold`` (so that the retry is still queued when the test hands it over to the later
+    Executor)."""
+
+    name = "shared"
+    current: Optional["_SharedSpawner"] = None
+    hold_second = False
+
+    def __new__(cls, *args, **kwargs):
+        if cls.current is None:
+            cls.current = object.__new__(cls)
+            DependencySpawner.__init__(cls.current, *args, **kwargs)
+        return cls.current
+
+    def __init__(self, *args, **kwargs):
+        pass  # made once, in __new__
+
+    def submit(self, job, dependencies):
+        if self.hold_second and len(self.submitted) == 1:
+            self.hold.clear()
+        return super().submit(job, dependencies)
+
+
+@pytest.fixture
+def shared_backend(monkeypatch):
+    monkeypatch.setattr(_SharedSpawner, "current", None)
+    monkeypatch.setitem(executor_module.BACKENDS, "shared", (__name__, "_SharedSpawner", False))
+    return "shared"
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("max_retries", [2, 1])
+def test_a_later_process_attached_to_a_retried_job_keeps_the_attempts(shared_backend, cache_dir, max_retries):
+    resources = {"max_retries": max_retries}
+    first = Executor(backend=shared_backend, cache_directory=str(cache_dir))
+    spawner = first._spawner
+    spawner.hold_second = True
+    spawner.lose_times["sleep_return"] = 1
+    key = first.submit(funcs.sleep_return, 0, "x", resource_dict=resources)._executorlib_key
+    job_file = cache_dir / key / "job.json"
+
+    def retried() -> bool:  # job.json names the retry j2 and keeps the lost j1
+        try:
+            record = json.loads(job_file.read_text())
+        except (OSError, ValueError):
+            return False
+        return record.get("job_id") == "j2" and [a["job_id"] for a in record.get("attempts", [])] == ["j1"]
+
+    wait_for(retried)
+    first._scheduler.detach(timeout=30)  # the first process ends; j2 stays queued
+    spawner.lose_times["sleep_return"] = 1  # the cluster loses j2 too
+    with Executor(backend=shared_backend, cache_directory=str(cache_dir)) as later:
+        assert later._spawner is spawner
+        future = later.submit(funcs.sleep_return, 0, "x", resource_dict=resources)
+        wait_for(lambda: later._scheduler._entries.get(key) is not None
+                 and later._scheduler._entries[key].job_id == "j2")  # attached, not submitted
+        spawner.hold.set()
+        if max_retries == 2:  # j1 and j2 lost: the third job is the last retry allowed
+            assert future.result(timeout=30) == "x"
+            assert jobs_of(spawner, "sleep_return") == 3
+        else:  # j1 and j2 lost: that was one retry already
+            with pytest.raises(JobFailedError) as info:
+                future.result(timeout=30)
+            assert "2 time(s)" in str(info.value) and [a["job_id"] for a in info.value.attempts] == ["j1", "j2"]
+            assert jobs_of(spawner, "sleep_return") == 2
+    record = json.loads(job_file.read_text())
+    assert [a["job_id"] for a in record["attempts"]] == ["j1", "j2"]
+    assert record["job_id"] == ("j3" if max_retries == 2 else "j2")
+
+
+def test_a_call_whose_retries_ran_out_starts_afresh_when_run_again(shared_backend, cache_dir):
+    with Executor(backend=shared_backend, cache_directory=str(cache_dir)) as exe:
+        exe._spawner.lose_times["sleep_return"] = 2
+        with pytest.raises(JobFailedError):
+            exe.submit(funcs.sleep_return, 0, "x", resource_dict={"max_retries": 1}).result(timeout=30)
+    with Executor(backend=shared_backend, cache_directory=str(cache_dir)) as again:
+        again._spawner.lose_times["sleep_return"] = 1  # one more loss: the new run's one retry
+        assert again.submit(funcs.sleep_return, 0, "x", resource_dict={"max_retries": 1}).result(timeout=30) == "x"
+
+
+# -- sacct: the final state of a job scontrol forgot, on a cluster with accounting ----------------------
+
+def test_parse_sacct():
+    pytest.importorskip("pysqa")
+    from executorlib.spawners.slurm import parse_sacct
+
+    assert parse_sacct("") is None
+    done = parse_sacct("COMPLETED|0:0|None\n")
+    assert (done.state, done.active, done.cluster_failure) == ("COMPLETED", False, False)
+    failed = parse_sacct("FAILED|3:0|None")
+    assert (failed.state, failed.reason, failed.cluster_failure) == ("FAILED", "NonZeroExitCode", False)
+    assert parse_sacct("CANCELLED by 0|0:15|None").state == "CANCELLED"
+    assert parse_sacct("NODE_FAIL|0:0|None").cluster_failure
+    assert parse_sacct("FAILED|0:0|NodeDown").cluster_failure
+    assert parse_sacct("TIMEOUT|0:0|TimeLimit").exceeded == "run_time_max"
+    assert parse_sacct("REQUEUED|0:0|None\nRUNNING|0:0|None").running  # the latest run
+
+
+def _scontrol_forgot(answers: dict, calls: list):
+    from executorlib.errors import SubmissionError
+
+    def run_command(command, cwd=None, what=""):
+        calls.append(command[0])
+        if command[0] == "scontrol":
+            raise SubmissionError("'scontrol show job' failed with exit code 1: slurm_load_jobs error: "
+                                  "Invalid job id specified")
+        answer = answers[command[0]]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return run_command
+
+
+def test_final_status_asks_sacct_when_scontrol_forgot_the_job(monkeypatch):
+    pytest.importorskip("pysqa")
+    import executorlib.spawners.slurm as slurm
+
+    calls: list = []
+    monkeypatch.setattr(slurm, "run_command", _scontrol_forgot({"sacct": "NODE_FAIL|0:0|None\n"}, calls))
+    spawner = slurm.SlurmSpawner()
+    status = spawner.final_status("42")
+    assert status.state == "NODE_FAIL" and status.cluster_failure and calls == ["scontrol", "sacct"]
+    assert spawner.final_state("42") == "NODE_FAIL" and calls == ["scontrol", "sacct"]  # remembered
+
+
+def test_without_accounting_sacct_is_asked_once_and_nothing_fails(monkeypatch):
+    pytest.importorskip("pysqa")
+    import executorlib.spawners.slurm as slurm
+    from executorlib.errors import SubmissionError
+
+    calls: list = []
+    disabled = SubmissionError("'sacct -j 42' failed with exit code 1: Slurm accounting storage is disabled")
+    monkeypatch.setattr(slurm, "run_command", _scontrol_forgot({"sacct": disabled}, calls))
+    spawner = slurm.SlurmSpawner()
+    assert spawner.final_status("42") is None and spawner.final_state("43") is None
+    assert calls == ["scontrol", "sacct", "scontrol"]
