@@ -32,6 +32,8 @@ from executorlib.claims import claim_is_stale
 from executorlib.errors import CacheCorruptedError, JobFailedError
 from executorlib.files import TASK_FILE
 from executorlib.monitor import Seen, StatusMonitor, ended_without_result
+from executorlib.packed_queue import PACKED_DIR
+from executorlib.packed_queue import sweep as packed_sweep
 from executorlib.result_index import INDEX_DIR
 from executorlib.spawners.base import JobStatus, Spawner
 from executorlib.store import TaskStore, folder_size, write_cancelled
@@ -68,6 +70,10 @@ def _make_spawner(name: str, pysqa_config_directory: Optional[PathLike] = None) 
     """A spawner of backend ``name`` that only asks about, and cancels, existing jobs."""
     from executorlib.executor import BACKENDS
 
+    if name.endswith("+packed"):  # calls served by worker jobs (max_jobs): their ids name their folder
+        from executorlib.spawners.packed import PackedSpawner, queries_only
+
+        return queries_only(PackedSpawner, _make_spawner(name[:-len("+packed")], pysqa_config_directory))
     module, cls, submission = BACKENDS[_backend_name(name)]
     options = {"pysqa_config_directory": pysqa_config_directory} if submission and pysqa_config_directory else {}
     return getattr(importlib.import_module(module), cls)(**options)
@@ -668,6 +674,7 @@ def _sweep(store: TaskStore, keys: Iterable[str], grace: float, now: float) -> i
         removed += len(remove_stale_temporaries(store.task_dir(key)))
     removed += len(remove_stale_temporaries(store.directory / INDEX_DIR))
     removed += len(remove_stale_temporaries(store.directory))
+    removed += packed_sweep(store.directory, grace, now)
     try:
         entries = [e for e in os.scandir(store.directory) if e.name.startswith(".deleted-")]
     except OSError:
@@ -897,8 +904,10 @@ def _clean(cache_directory: PathLike, states: Optional[Iterable[str]] = None,
             elif os.path.isdir(record["path"]):  # changed while clean looked: a live writer
                 kept.append({**record, "kept": "young"})
         if states is None and seconds is None and keys is None and not kept:
-            # a purge: the result packs (copies of small results, see result_index) go too
+            # a purge: the result packs (copies of small results, see result_index) go too, and
+            # the call queues of max_jobs (no call is left to serve: idle workers just end)
             shutil.rmtree(store.directory / INDEX_DIR, ignore_errors=True)
+            shutil.rmtree(store.directory / PACKED_DIR, ignore_errors=True)
             _drop_own_lock(store)
         gone = {record["key"] for record in deleted}
         removed = _sweep(store, [r["key"] for r, _ in pairs if r["key"] not in gone], grace_seconds, now)

@@ -7,6 +7,7 @@ import concurrent.futures.thread  # noqa: F401 - see _python_exit
 import functools
 import importlib
 import inspect
+import itertools
 import logging
 import os
 import shutil
@@ -23,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 from executorlib.files import RESULT_FILE
 from executorlib.future_tools import batched as _batched
 from executorlib.future_tools import resolve_selected_futures
-from executorlib.resources import merge_resources, spawner_resources
+from executorlib.resources import merge_resources, spawner_resources, validate_resources
 from executorlib.scheduler import Scheduler, resolve_from_store
 from executorlib.store import TaskStore
 from executorlib.task import Task, compute_key, function_name, replace_futures
@@ -246,6 +247,27 @@ def _future_key(future: Future) -> str:
     return key
 
 
+def _check_max_jobs(backend: str, submission: bool, max_jobs: Any, block_allocation: bool,
+                    cache_directory: Any) -> None:
+    """``max_jobs``: an int >= 1, for the submission backends (and the local backend with a named
+    cache, where local processes play the worker jobs: the cluster path tested on a laptop)."""
+    if max_jobs is None:
+        return
+    if not isinstance(max_jobs, int) or isinstance(max_jobs, bool) or max_jobs < 1:
+        raise ValueError(f"max_jobs must be None or an int >= 1 (the most worker jobs in the "
+                         f"scheduler's queue at once), got {max_jobs!r}")
+    if not submission and backend != "local":
+        raise ValueError(
+            f"max_jobs is not available with backend={backend!r}: it packs the calls of the HPC "
+            "submission mode ('slurm_submission', 'flux_submission') into a few jobs. In an "
+            "allocation, max_workers / max_cores bound how many calls run at once.")
+    if backend == "local" and (block_allocation or cache_directory is None):
+        raise ValueError(
+            "max_jobs on backend='local' plays the worker jobs of the HPC submission mode with local "
+            "processes (to test that path on a laptop): it needs a named cache_directory and no "
+            "block_allocation. For a pool of persistent local workers use block_allocation=True.")
+
+
 class Executor(_BaseExecutor):
     """Run Python functions locally or as jobs of an HPC scheduler, with the Future API.
 
@@ -296,6 +318,14 @@ class Executor(_BaseExecutor):
         log_obj_size: log the size of each call's pickled function and arguments at submit and
             of its result file when it is done (logger ``executorlib``, level INFO, e.g. after
             ``logging.basicConfig(level=logging.INFO)``).
+        max_jobs: submission backends only: at most this many jobs of this Executor are in the
+            scheduler's queue at once, and each job serves many calls one after another (a
+            worker that takes ready calls of its resource shape from the cache directory and ends
+            after an idle time, ``EXECUTORLIB_WORKER_IDLE`` seconds, default 20). A worker's
+            start-up is paid once instead of once per call; a worker holds its resources while it
+            idles. Every call keeps its own key, cache entry, ``job.out``, errors,
+            ``run_time_max``, cancel and dependencies. Default None: one job per call.
+            See docs/max-jobs.md.
         export_workflow_filename: record the submitted calls instead of running them (every
             Future resolves at once with ``None``) and write them at shutdown to this JSON file
             in the Python Workflow Definition format. A call the format cannot hold is a
@@ -318,6 +348,7 @@ class Executor(_BaseExecutor):
         plot_dependency_graph_filename: Optional[str] = None,
         export_workflow_filename: Optional[str | os.PathLike] = None,
         log_obj_size: bool = False,
+        max_jobs: Optional[int] = None,
     ):
         if _interpreter_exiting:
             raise RuntimeError("cannot start an Executor after interpreter shutdown")
@@ -328,11 +359,19 @@ class Executor(_BaseExecutor):
             module_name, class_name = BLOCK_ALLOCATION_SPAWNERS[backend]
         self._check_arguments(backend, submission, max_workers, max_cores, cache_directory,
                               block_allocation, init_function, refresh_rate, pysqa_config_directory)
+        _check_max_jobs(backend, submission, max_jobs, block_allocation, cache_directory)
         self._backend = backend
         self._default_resources = dict(resource_dict or {})
         merge_resources(self._default_resources, None)  # validate now, not at the first submit
         self._disable_dependencies = disable_dependencies
         self._key_extra = init_function  # the values it returns change results: part of the key
+        # for the Executors of other caches (resource_dict["cache_directory"]): made on first use
+        self._sibling_settings = dict(max_workers=max_workers, backend=backend, max_cores=max_cores,
+                                      pysqa_config_directory=pysqa_config_directory,
+                                      disable_dependencies=disable_dependencies, refresh_rate=refresh_rate,
+                                      log_obj_size=log_obj_size, max_jobs=max_jobs)
+        self._block_allocation = block_allocation
+        self._siblings: dict[str, Executor] = {}
         self._lock = threading.Lock()
         self._shutdown = False
         self._counts = _TaskCounts()  # for repr()
@@ -352,6 +391,7 @@ class Executor(_BaseExecutor):
             self._workflow = WorkflowExport(export_workflow_filename)
 
         self._temporary_cache: Optional[str] = None
+        self._key_prefix, self._key_counter = uuid.uuid4().hex[:16], itertools.count()  # temporary keys
         if cache_directory is None:
             self._temporary_cache = tempfile.mkdtemp(prefix="executorlib-")
             cache_directory = self._temporary_cache
@@ -365,12 +405,17 @@ class Executor(_BaseExecutor):
             options.update(max_workers=max_workers, max_cores=max_cores)
         if block_allocation and not submission:
             options.update(resources=spawner_resources(self._default_resources), init_function=init_function,
-                           cache_directory=self._store.directory)
+                           cache_directory=self._store.directory,
+                           temporary_cache=self._temporary_cache is not None)  # calls sent in memory
         # set by the classes of executorlib.executors before this runs (pmi_mode, restart_limit)
         options.update(getattr(self, "_spawner_options", None) or {})
         spawner_class = getattr(importlib.import_module(module_name), class_name)
         try:
             self._spawner = spawner_class(**options)
+            if max_jobs is not None:  # a few worker jobs serve every call (executorlib.spawners.packed)
+                from executorlib.spawners.packed import PackedSpawner
+
+                self._spawner = PackedSpawner(self._spawner, max_jobs, self._store.directory)
             # the Executor's defaults are checked now, not at the first submit
             self._spawner.check_resources(spawner_resources(merge_resources(self._default_resources, None)))
         except BaseException:
@@ -459,6 +504,11 @@ class Executor(_BaseExecutor):
             raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
         if resource_dict is not None:
             _check_not_an_argument(fn, resource_dict)
+        sibling = self._executor_of_cache(resource_dict)
+        if sibling is not None:  # resource_dict["cache_directory"]: the call belongs to another cache
+            future = sibling.submit(fn, *args, resource_dict=resource_dict, **kwargs)
+            self._counts.track(future)
+            return future
         # the Futures of split_future / get_item_from_future / batched: dependencies on their
         # parent's task, the part is taken where the call runs
         fn, args, kwargs = resolve_selected_futures(fn, args, kwargs)
@@ -491,7 +541,7 @@ class Executor(_BaseExecutor):
                 elif self._temporary_cache is not None:
                     # no cache the user named: every submit() runs, as in concurrent.futures, so
                     # identical calls must not share a key (and the key costs no hashing)
-                    key = f"{fn_name}_{uuid.uuid4().hex}"
+                    key = f"{fn_name}_{self._key_prefix}{next(self._key_counter):016x}"  # no urandom per call
                 else:
                     key = compute_key(fn, args, kwargs, name=fn_name, extra=self._key_extra)
             except Exception as error:  # noqa: BLE001 - e.g. an argument that cannot be pickled
@@ -529,6 +579,38 @@ class Executor(_BaseExecutor):
                                          max_retries=merged["max_retries"]))
             return future
 
+    def _executor_of_cache(self, resource_dict: Optional[dict]) -> Optional["Executor"]:
+        """The Executor of the call's ``resource_dict["cache_directory"]`` (else of the default
+        resources'), or None when that is this Executor's cache or none is given. It is made on
+        first use with this Executor's settings and shut down with this Executor; a call's
+        dependencies across the two caches work as between any two Executors."""
+        directory = resource_dict.get("cache_directory") if isinstance(resource_dict, dict) else None
+        if directory is None:
+            directory = self._default_resources.get("cache_directory")
+        if directory is None or self._graph is not None or self._workflow is not None:
+            return None  # recording only (graph, workflow): nothing runs, no cache is used
+        validate_resources({"cache_directory": directory})
+        path = os.path.abspath(os.path.expanduser(os.fspath(directory)))
+        if path == os.path.abspath(self._store.directory):
+            return None
+        if self._block_allocation:
+            raise ValueError(
+                f"resource_dict['cache_directory'] = {directory!r} cannot be used with "
+                "block_allocation=True: the pool's workers serve this Executor's cache "
+                f"{self.cache_directory!r} only. Create a second Executor(cache_directory=...) for "
+                "that cache, or drop the key")
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            sibling = self._siblings.get(path)
+            if sibling is None:
+                sibling = Executor.__new__(Executor)
+                sibling._spawner_options = dict(getattr(self, "_spawner_options", None) or {})
+                defaults = {k: v for k, v in self._default_resources.items() if k != "cache_directory"}
+                Executor.__init__(sibling, cache_directory=path, resource_dict=defaults, **self._sibling_settings)
+                self._siblings[path] = sibling
+        return sibling
+
     def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None,
             chunksize: int = 1) -> Iterator:
         """``fn`` over the zipped ``iterables``, results in order (see ``concurrent.futures``);
@@ -560,6 +642,8 @@ class Executor(_BaseExecutor):
             self._scheduler.shutdown(wait=wait, cancel_futures=cancel_futures)
         elif wait:
             self._scheduler.shutdown(wait=True, cancel_futures=cancel_futures)
+        for sibling in list(getattr(self, "_siblings", {}).values()):  # resource_dict["cache_directory"]
+            sibling.shutdown(wait=wait, cancel_futures=cancel_futures)
         if self._graph is not None and not already:
             self._graph.draw()
         if self._workflow is not None and not already:

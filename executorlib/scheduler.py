@@ -26,6 +26,7 @@ Future follows it any more.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
 import errno as errno_module
 import logging
@@ -46,7 +47,7 @@ from executorlib.files import JOB_FILE, TASK_FILE
 from executorlib.monitor import (Seen, StatusMonitor, StatusUnavailable, ended_without_result, job_failure, log_tail,
                                  setup_error)
 from executorlib.spawners.base import JobSpec, JobStatus, Spawner, worker_command
-from executorlib.store import TaskStore
+from executorlib.store import Outcome, TaskStore
 from executorlib.task import Task
 
 __all__ = ["Scheduler", "State", "resolve_from_store", "job_failure", "log_tail"]
@@ -93,13 +94,14 @@ def _as_future_error(error: BaseException) -> BaseException:
     return error
 
 
-def resolve_from_store(store: TaskStore, key: str, future: Future) -> None:
+def resolve_from_store(store: TaskStore, key: str, future: Future, outcome: Optional[Outcome] = None) -> None:
     """Resolve ``future`` with the stored outcome of ``key`` (errors go onto the Future too,
-    also a BaseException raised while the result is unpickled)."""
+    also a BaseException raised while the result is unpickled); ``outcome``: the outcome of a
+    call the spawner ran from memory (Spawner.take_outcome), instead of the store's."""
     if not _set_running(future):
         return
     try:
-        outcome = store.read_result(key)
+        outcome = store.read_result(key) if outcome is None else outcome
     except BaseException as error:  # noqa: BLE001 - e.g. CacheCorruptedError, a __setstate__ raising
         future.set_exception(_as_future_error(error))
         return
@@ -119,6 +121,20 @@ def resolve_from_store(store: TaskStore, key: str, future: Future) -> None:
     else:
         error = RuntimeError(f"task {key} stored {error!r} as its error")
     future.set_exception(error)
+
+
+def _parent_values(task: Task) -> tuple[dict, Optional[BaseException]]:
+    """The values of the parents of a task the spawner runs from memory, from their Futures
+    (done: the loop submits a task after its parents), or the child's error for a parent
+    Future that was cancelled or failed."""
+    values = {}
+    for parent_key, parent in task.parents.items():
+        problem = _parent_problem(parent_key, parent) if parent.done() else DependencyError(
+            f"parent task {parent_key} is not done")
+        if problem is not None:
+            return {}, problem
+        values[parent_key] = parent.result()
+    return values, None
 
 
 # -- errors ----------------------------------------------------------------------------------------------
@@ -433,7 +449,8 @@ class Scheduler:
                 _set_running(task.future)
             return
         entry = self._entries[key] = _Entry(task)
-        if task.pickled is not None:
+        direct = task.pickled is not None and self.spawner.accepts_call(task.resources)
+        if task.pickled is not None and not direct:  # (direct: the call goes to the spawner in memory)
             try:
                 self.store.write_task(key, task.fn_name, task.pickled, task.resources, list(task.parents))
             except Exception as error:  # noqa: BLE001 - e.g. a full disk: this task fails
@@ -454,7 +471,10 @@ class Scheduler:
             else:  # a Future of another Executor: wait until it is done
                 self._deps.add(key, parent_key)
                 parent.add_done_callback(lambda f, k=key, p=parent_key: self._inbox.put(("parent_done", (k, p))))
-        self._decide(entry)
+        if direct:  # a temporary cache: no earlier result, no other process, nothing to claim
+            self._claimed(entry, {})
+        else:
+            self._decide(entry)
 
     def _move(self, entry: _Entry, state: Optional[State]) -> None:
         if entry.state is not None:
@@ -472,7 +492,10 @@ class Scheduler:
             return
         record = claims.read_job(self.store, key)
         state = record.get("state") if record else None
-        if state == claims.SUBMITTED and record.get("backend") == self.spawner.name and record.get("job_id"):
+        if state == claims.SUBMITTED and self.spawner.follows(record.get("backend")) and record.get("job_id"):
+            # a call being retried keeps its lost jobs; one whose retries ran out starts afresh
+            attempts = [dict(a) for a in record.get("attempts") or () if isinstance(a, dict)]
+            entry.attempts = attempts if len(attempts) <= entry.task.max_retries else []
             self._attach(entry, str(record["job_id"]))
             return
         if state == claims.CLAIMED:
@@ -482,7 +505,7 @@ class Scheduler:
             if not claims.claim_is_stale(record):
                 self._move(entry, State.CLAIM_WATCH)
                 return
-            if record.get("tag") and record.get("backend") == self.spawner.name:
+            if record.get("tag") and self.spawner.follows(record.get("backend")):
                 entry.claim = record  # the dead claimant may have submitted a job already
                 self._move(entry, State.FIND_TAGGED)
                 return
@@ -647,6 +670,12 @@ class Scheduler:
         spec = JobSpec(key=task.key, task_dir=task_dir, function_name=task.fn_name, resources=task.resources,
                        command=worker_command(task_dir, task.resources["cores"]),
                        log_path=self.store.log_path(task.key), tag=tag)
+        if task.pickled is not None:  # accepted by the spawner in _register: the parents' values go along
+            values, problem = _parent_values(task)
+            if problem is not None:
+                self._fail(entry, problem)
+                return
+            spec = dataclasses.replace(spec, call={**task.pickled, "parents": values})
         try:
             job_id = self.spawner.submit(spec, dependencies)
         except SubmissionError as error:
@@ -663,8 +692,9 @@ class Scheduler:
             self._fail(entry, error)
             return
         try:
-            claims.write_job(self.store, task.key, self.spawner.name, job_id,
-                             log=self.spawner.log_file(task_dir, job_id), tag=tag, attempts=entry.attempts)
+            if spec.call is None:  # (a call run from memory has no folder to record its job in)
+                claims.write_job(self.store, task.key, self.spawner.name, job_id,
+                                 log=self.spawner.log_file(task_dir, job_id), tag=tag, attempts=entry.attempts)
         except Exception as error:  # noqa: BLE001 - unrecorded, the job would be an orphan: cancel it
             self._cancel_jobs([job_id])
             self._fail(entry, write_failure(f"the record of {self.spawner.describe(job_id)} (cancelled)",
@@ -703,7 +733,8 @@ class Scheduler:
                 continue
             status = states.get(job_id)
             was_missing = self._monitor.is_missing(job_id)
-            seen = self._monitor.judge(job_id, status, lambda k=key: self.store.has_result(k), grace, now)
+            seen = self._monitor.judge(job_id, status, lambda k=key: self.spawner.has_outcome(k)
+                                       or self.store.has_result(k), grace, now)
             if seen in (Seen.QUEUED, Seen.RUNNING):
                 changed |= self._job_alive(entry, status, seen)  # type: ignore[arg-type]
             elif seen is Seen.MISSING:
@@ -745,6 +776,8 @@ class Scheduler:
             return
         cancelled = same_job and record.get("state") == claims.CANCELLED
         if entry.state is not State.SUBMITTED and not cancelled:
+            if same_job and entry.attempts and self._lost_again(entry, job_id, status, record):
+                return
             # a job of an earlier run that vanished without a result: submit it again (unless
             # another process already did: then follow its claim or job)
             self._drop_job(entry)
@@ -776,6 +809,22 @@ class Scheduler:
                 return
             error = self._retries_exhausted(entry, error)
         self._fail(entry, error)
+
+    def _lost_again(self, entry: _Entry, job_id: str, status: Optional[JobStatus], record: dict) -> bool:
+        """An attached job of a call being retried (job.json lists the jobs the cluster lost) was
+        lost by the cluster too: one more attempt. True when it was the last one allowed (the call
+        failed); False when the call is to be submitted again."""
+        ending = self.spawner.final_status(job_id) or status
+        if ending is None or not ending.cluster_failure or any(a.get("job_id") == job_id for a in entry.attempts):
+            return False
+        final = self.spawner.final_state(job_id) or ending.state
+        entry.attempts.append({"job_id": job_id, "state": final, "reason": ending.reason, "time": time.time()})
+        if len(entry.attempts) <= entry.task.max_retries:
+            return False
+        error = ended_without_result(self.store, entry.key, job_id, final, self.spawner.describe(job_id), record,
+                                     exceeded=ending.exceeded, resources=entry.task.resources)
+        self._fail(entry, self._retries_exhausted(entry, error) if isinstance(error, JobFailedError) else error)
+        return True
 
     def _retries_exhausted(self, entry: _Entry, error: JobFailedError) -> JobFailedError:
         """The error of a call whose every job the cluster lost: the last job's error with every
@@ -922,8 +971,9 @@ class Scheduler:
 
     # -- step 5: resolve ------------------------------------------------------------------------------
     def _resolve(self, entry: _Entry) -> None:
+        outcome = self.spawner.take_outcome(entry.key)  # a call run from memory; else the store's
         for future in entry.followers:
-            resolve_from_store(self.store, entry.key, future)
+            resolve_from_store(self.store, entry.key, future, outcome)
         problem = None
         for future in entry.followers:
             if future.done() and not future.cancelled() and future.exception() is not None:

@@ -10,7 +10,10 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from executorlib.store import Outcome
 
 __all__ = ["JobSpec", "JobStatus", "Spawner", "worker_command"]
 
@@ -55,6 +58,13 @@ class JobSpec:
     #: a nonce from the task's claim record; the spawner puts it into the job's name or comment so
     #: that :meth:`Spawner.find_tagged` finds a job whose id was never recorded ("" = no tag)
     tag: str = ""
+    #: a call the spawner runs from memory (:meth:`Spawner.accepts_call`): the pickled
+    #: ``function``, ``args`` and ``kwargs`` (TaskStore.pickle_call) and ``parents``, the values of
+    #: the parent tasks by key; None: the call is in the task folder's task.h5
+    call: Optional[dict] = None
+    #: False: ``command`` runs as given, without the MPI launcher (a worker job of ``max_jobs``
+    #: launches each call it serves itself)
+    launcher: bool = True
 
 
 def worker_command(task_dir: Path, cores: int, python: str = sys.executable) -> list[str]:
@@ -90,12 +100,32 @@ class Spawner(ABC):
     #: the longest pause between two resubmissions of one call
     max_retry_backoff: float = 300.0
 
+    def follows(self, backend: Optional[str]) -> bool:
+        """Whether this spawner can follow (ask about, cancel) a job that job.json records under
+        ``backend``: its own name; a wrapper also its inner spawner's (``max_jobs``)."""
+        return backend == self.name
+
     def check_resources(self, resources: dict) -> None:
         """Raise ValueError at submit time for resources this backend cannot honour."""
 
     def has_capacity(self, resources: dict) -> bool:
         """True when a task with ``resources`` may start now (the local backend's slots)."""
         return True
+
+    def accepts_call(self, resources: dict) -> bool:
+        """True when this spawner runs a task with ``resources`` from memory: the loop writes no
+        task.h5 and no job record, hands the call over in :attr:`JobSpec.call`, and takes the
+        outcome from :meth:`take_outcome` instead of result.h5 (a block-allocation pool with a
+        temporary cache, whose records nobody reads later)."""
+        return False
+
+    def has_outcome(self, key: str) -> bool:
+        """True when the outcome of the task ``key``, sent in memory, is waiting in the spawner."""
+        return False
+
+    def take_outcome(self, key: str) -> Optional["Outcome"]:
+        """The outcome of the task ``key`` sent in memory, once (None: none, look in the store)."""
+        return None
 
     @abstractmethod
     def submit(self, job: JobSpec, dependencies: list[str]) -> str:

@@ -163,7 +163,8 @@ class BatchSpawner(Spawner):
     def context(self, job: JobSpec, dependencies: list[str]) -> dict:
         """Everything a template may use."""
         resources = job.resources
-        command = " ".join(shlex.quote(part) for part in self.launch_command(resources, job.command))
+        argv = self.launch_command(resources, job.command) if job.launcher else job.command
+        command = " ".join(shlex.quote(part) for part in argv)
         context = dict(resources)
         context.update(
             job_name=tagged_job_name(resources.get("job_name") or job.function_name, job.tag,

@@ -322,7 +322,11 @@ class FluxSpawner(BatchSpawner):
     queue_type = "FLUX"
     template_name = "flux.sh.j2"
 
-    def __init__(self, pysqa_config_directory: Optional[str | os.PathLike] = None):
+    def __init__(self, pysqa_config_directory: Optional[str | os.PathLike] = None,
+                 pmi_mode: Optional[str] = None):
+        """``pmi_mode`` (e.g. ``"pmix"``): the PMI of the MPI ranks, ``flux run -o pmi=<pmi_mode>``
+        inside the job (cores > 1; a one-core call starts no MPI ranks)."""
+        self.pmi_mode = pmi_mode
         if pysqa_config_directory is not None and not flux_bindings_available():
             raise MissingDependencyError(
                 "backend 'flux_submission' with a pysqa_config_directory submits through pysqa's "
@@ -376,8 +380,15 @@ class FluxSpawner(BatchSpawner):
             return super().make_adapter()
         return FluxBatchCommand(self)
 
+    @staticmethod
+    def canonical_job_id(job_id: object) -> str:
+        """A job id in one spelling (decimal): ``flux batch`` prints F58, a job's FLUX_JOB_ID
+        may be decimal (the worker jobs of ``max_jobs`` name themselves by it)."""
+        return str(parse_job_id(str(job_id)))
+
     def launch_command(self, resources: dict, worker: list[str]) -> list[str]:
-        """``flux run`` for MPI (cores > 1): flux's PMI serves MPICH and Open MPI's flux support."""
+        """``flux run`` for MPI (cores > 1): flux's PMI serves MPICH and Open MPI's flux support
+        (``-o pmi=<pmi_mode>`` when a ``pmi_mode`` was given)."""
         cores = resources["cores"]
         if cores == 1:
             return worker
@@ -386,6 +397,8 @@ class FluxSpawner(BatchSpawner):
             launcher += ["-g", str(resources["gpus_per_core"])]
         if resources.get("num_nodes"):
             launcher += ["-N", str(resources["num_nodes"])]
+        if self.pmi_mode is not None:  # FluxClusterExecutor(pmi_mode=...): a shell option of the ranks
+            launcher += ["-o", f"pmi={self.pmi_mode}"]
         return launcher + worker
 
     def context(self, job: JobSpec, dependencies: list[str]) -> dict:

@@ -456,7 +456,8 @@ def _pid_alive(job_id: str) -> bool:
             if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                 return False
         with open(f"/proc/{pid}/cmdline", "rb") as f:  # a reused pid is not our job
-            return b"executorlib.worker" in f.read()
+            command = f.read()
+            return b"executorlib.worker" in command or b"executorlib.packed_worker" in command
     except OSError:
         return True
 

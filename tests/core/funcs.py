@@ -147,3 +147,16 @@ def mpi_rank_raises(rank_to_fail: int) -> int:
     if rank == rank_to_fail:
         raise ValueError(f"rank {rank} failed on purpose")
     return rank
+
+
+def segfault() -> None:
+    """Crash the interpreter with SIGSEGV (a bug in compiled code)."""
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def print_and_return(text: str, value: Any) -> Any:
+    """Print ``text`` (the call's output), then return ``value``."""
+    print(text, flush=True)
+    return value

@@ -114,7 +114,7 @@ def job_ids_in(cache: Path) -> set[str]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if record.get("job_id"):
+        if record.get("job_id") and "@" not in str(record["job_id"]):  # not a call of a max_jobs worker
             ids.add(str(record["job_id"]))
     return ids
 
