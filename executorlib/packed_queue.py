@@ -53,8 +53,36 @@ def shape_of(resources: dict) -> str:
     return f"c{resources.get('cores', 1)}-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def new_nonce() -> str:
-    return uuid.uuid4().hex[:12]
+def new_nonce(tag: str = "") -> str:
+    """A new submission's name: ``<claim tag>.<random>`` (or random alone), no ``-`` or ``@``."""
+    random = uuid.uuid4().hex[:12]
+    tag = "".join(c for c in tag if c.isalnum())
+    return f"{tag}.{random[:6]}" if tag else random
+
+
+def find_tagged(cache: Path, tags: list[str]) -> dict[str, str]:
+    """tag -> call id of the calls in ``cache`` submitted under these claim tags (queued, taken
+    or ended), the newest submission of each."""
+    wanted = {"".join(c for c in tag if c.isalnum()): tag for tag in tags if tag}
+    found: dict[str, tuple[float, str]] = {}
+
+    def note(nonce: str, task_dir: Path, when: float) -> None:
+        tag = wanted.get(nonce.split(".", 1)[0]) if "." in nonce else None
+        if tag is not None and (tag not in found or when >= found[tag][0]):
+            found[tag] = (when, call_id(nonce, task_dir))
+
+    for shape in _listdir(queue_dir(cache)):
+        for entry in queued(cache, shape):
+            note(entry.nonce, entry.task_dir, entry.enqueued)
+    for short in wanted:
+        for path in Path(cache).glob(f"*/packed-{short}.*.taken"):
+            nonce = path.name[len("packed-"):-len(".taken")]
+            try:
+                when = path.stat().st_mtime
+            except OSError:
+                continue
+            note(nonce, path.parent.absolute(), when)
+    return {tag: job_id for tag, (_, job_id) in found.items()}
 
 
 def call_id(nonce: str, task_dir: os.PathLike | str) -> str:

@@ -113,7 +113,7 @@ class PackedSpawner(Spawner):
         launch = getattr(self.inner, "launch_command", None)
         command = launch(resources, job.command) if launch is not None else job.command
         fork = resources.get("cores", 1) == 1 and command == job.command
-        nonce = pq.new_nonce()
+        nonce = pq.new_nonce(job.tag)  # the claim's tag first: find_tagged() finds the call again
         try:
             entry = pq.enqueue(self.cache, shape, job.key, nonce, Path(job.task_dir).absolute(), parents,
                                resources.get("run_time_max"), command, fork, pq.shape_resources(resources))
@@ -342,7 +342,12 @@ class PackedSpawner(Spawner):
         return backend in (self.name, self.inner.name)
 
     def find_tagged(self, tags: list[str]) -> dict[str, str]:
-        return self.inner.find_tagged(tags)  # jobs of an earlier run without max_jobs
+        """The calls a client killed between queueing them and writing job.json left (their nonce
+        starts with the claim's tag), and the jobs of an earlier run without max_jobs."""
+        found = self.inner.find_tagged(tags)
+        if self.cache is not None:
+            found.update(pq.find_tagged(self.cache, tags))
+        return found
 
     def cancel(self, job_ids: list[str]) -> None:
         plain = [job_id for job_id in job_ids if not pq.is_call_id(job_id)]

@@ -160,3 +160,11 @@ def print_and_return(text: str, value: Any) -> Any:
     """Print ``text`` (the call's output), then return ``value``."""
     print(text, flush=True)
     return value
+
+
+def record_after_gate(path: str, gate: str, value: Any, timeout: float = 60.0) -> Any:
+    """Wait until the file ``gate`` exists, then append a line to ``path`` and return ``value``."""
+    wait_for_file(gate, timeout)
+    with open(path, "a") as f:
+        f.write(f"{value}\n")
+    return value

@@ -10,6 +10,7 @@ same on the real SLURM cluster.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -201,6 +202,7 @@ b = exe.submit(funcs.add_funct, a, 1)
 bad = exe.submit(funcs.raise_value_error, "parent failed")
 child = exe.submit(funcs.record, {str(marks)!r}, bad)
 print(a._executorlib_key, b._executorlib_key, child._executorlib_key, flush=True)
+import json
 import os
 os._exit(0)  # gone without shutdown: only the worker jobs carry on
 """
@@ -298,3 +300,31 @@ def test_clean_removes_what_the_workers_left(tmp_path: Path) -> None:
     assert not orphan.exists()
     clean_cache(cache, grace=0)  # a purge: nothing is left to serve, the queues go too
     assert not (cache / pq.PACKED_DIR).exists()
+
+
+def test_a_client_killed_before_its_job_record_leaves_a_call_the_next_one_adopts(tmp_path: Path) -> None:
+    """The first client dies right after queueing the call, before job.json names it: the next
+    client finds the call by its claim's tag and follows it instead of queueing it again."""
+    cache = tmp_path / "cache"
+    gate = tmp_path / "gate"
+    marks = tmp_path / "runs.txt"
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+from executorlib import Executor, claims
+from tests.core import funcs
+claims.write_job = lambda *args, **kwargs: os._exit(0)  # killed between the queue and job.json
+exe = Executor(backend="local", cache_directory={str(cache)!r}, max_jobs=2)
+exe.submit(funcs.record_after_gate, {str(marks)!r}, {str(gate)!r}, 1).result(timeout=60)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, EXECUTORLIB_WORKER_IDLE="10"))
+    assert done.returncode == 0, done.stderr
+    record = json.loads(next(cache.glob("*/job.json")).read_text())
+    assert record["state"] == "claimed" and record["tag"]  # no job id was recorded
+    with Executor(backend="local", cache_directory=cache, max_jobs=2) as exe:
+        future = exe.submit(funcs.record_after_gate, str(marks), str(gate), 1)
+        time.sleep(1.0)  # a second submission would be taken by the second worker by now
+        gate.write_text("go")
+        assert future.result(timeout=60) == 1
+    assert marks.read_text().splitlines() == ["1"]  # ran once
