@@ -92,15 +92,30 @@ def _pick(cache: Path, shape: str, worker_id: str, parents: _Parents, deadline: 
     return None
 
 
+def _die_with_parent() -> None:
+    """In a call's process: end with SIGKILL when the worker ends (Linux), so that a call never
+    outlives its worker and finishes after its client was told that it failed. Best effort."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _run_forked(entry: pq.QueueEntry, log_fd: int) -> int:
     """Run the call in a forked child; its pid."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: the call's own output file, working directory and exit
         code = 1
         try:
             os.setpgid(0, 0)
+            _die_with_parent()
+            if os.getppid() != parent:  # the worker died before prctl took effect
+                os._exit(1)
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
             os.chdir(entry.task_dir)
@@ -145,7 +160,8 @@ def _run(entry: pq.QueueEntry, store) -> None:
             pid = _run_forked(entry, log_fd)
         else:
             process = subprocess.Popen(entry.command, stdout=log_fd, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, cwd=task_dir, start_new_session=True)
+                                       stdin=subprocess.DEVNULL, cwd=task_dir, start_new_session=True,
+                                       preexec_fn=_die_with_parent)
             pid = process.pid
     finally:
         os.close(log_fd)

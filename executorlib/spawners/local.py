@@ -307,15 +307,21 @@ class LocalSpawner(Spawner):
         return gpus_needed(resources) == 0 or gpus_needed(resources) <= len(self._free_gpus())
 
     # -- jobs --------------------------------------------------------------------------------------
+    def launch_command(self, resources: dict, worker: list[str]) -> list[str]:
+        """The worker, under ``mpiexec -n <cores>`` when cores > 1."""
+        cores = resources["cores"]
+        if cores == 1:
+            return list(worker)
+        launcher = [find_mpiexec() or "mpiexec", "-n", str(cores)]
+        if resources.get("openmpi_oversubscribe"):
+            launcher.append("--oversubscribe")
+        return launcher + list(worker)
+
     def submit(self, job: JobSpec, dependencies: list[str]) -> str:
         resources = job.resources
         cores = resources["cores"]
-        command = list(job.command)
-        if cores > 1:
-            launcher = [find_mpiexec() or "mpiexec", "-n", str(cores)]
-            if resources.get("openmpi_oversubscribe"):
-                launcher.append("--oversubscribe")
-            command = launcher + command
+        # launcher=False: a max_jobs worker, which launches the MPI calls it serves itself
+        command = self.launch_command(resources, job.command) if job.launcher else list(job.command)
         env = dict(os.environ)
         env["OMP_NUM_THREADS"] = str(resources["threads_per_core"])
         env.setdefault("PYTHONUNBUFFERED", "1")  # prints reach the caller when they happen

@@ -168,3 +168,11 @@ def record_after_gate(path: str, gate: str, value: Any, timeout: float = 60.0) -
     with open(path, "a") as f:
         f.write(f"{value}\n")
     return value
+
+
+def mark_once(path: str, value: Any, seconds: float = 0.0) -> Any:
+    """Sleep, append an ``x`` to ``path`` (a file per call: how often it ran), return ``value``."""
+    time.sleep(seconds)
+    with open(path, "a") as f:
+        f.write("x")
+    return value

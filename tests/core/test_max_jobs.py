@@ -328,3 +328,86 @@ exe.submit(funcs.record_after_gate, {str(marks)!r}, {str(gate)!r}, 1).result(tim
         gate.write_text("go")
         assert future.result(timeout=60) == 1
     assert marks.read_text().splitlines() == ["1"]  # ran once
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def test_workers_killed_at_random_moments_never_lose_or_repeat_a_call(tmp_path: Path) -> None:
+    """SIGKILL of worker processes at random moments (while they list, take, fork, wait, record):
+    every Future still ends, a call that reports success ran exactly once and its value is right,
+    and a second run completes what the kills failed, without running a finished call again."""
+    import random
+
+    cache = tmp_path / "cache"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    rng = random.Random(1234)
+    stop = threading.Event()
+    kills = []
+
+    def killer() -> None:
+        while not stop.is_set():
+            time.sleep(rng.uniform(0.02, 0.25))
+            alive = [int(w) for w in pq.read_workers(cache) if _pid_alive(int(w))]
+            if alive:
+                victim = rng.choice(alive)
+                # half of the time with its forked call too (as scancel kills the job's processes)
+                doomed = [victim] + (_children(victim) if rng.random() < 0.5 else [])
+                for pid in doomed:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        kills.append(pid)
+                    except ProcessLookupError:
+                        pass
+
+    calls = list(range(40))
+    thread = threading.Thread(target=killer, daemon=True)
+    with Executor(backend="local", cache_directory=cache, max_jobs=2, resource_dict={"max_retries": 0}) as exe:
+        thread.start()
+        futures = [exe.submit(funcs.mark_once, str(marks / f"{i}"), i, 0.05) for i in calls]
+        outcomes = []
+        for future in futures:
+            try:
+                outcomes.append(future.result(timeout=120))
+            except JobFailedError:
+                outcomes.append(None)
+        stop.set()
+    thread.join()
+    assert kills, "the killer never found a worker to kill"
+    time.sleep(0.5)  # a call's process dies with its worker: none may finish after its Future failed
+    for i, outcome in zip(calls, outcomes):
+        if outcome is not None:
+            assert outcome == i
+            assert (marks / f"{i}").read_text() == "x"  # ran exactly once
+        else:
+            assert not (cache / futures[i]._executorlib_key / "result.h5").exists()
+    with Executor(backend="local", cache_directory=cache, max_jobs=2) as exe:  # no kills now
+        again = [exe.submit(funcs.mark_once, str(marks / f"{i}"), i, 0.05) for i in calls]
+        assert [f.result(timeout=120) for f in again] == calls
+    for i, outcome in zip(calls, outcomes):
+        if outcome is not None:
+            assert (marks / f"{i}").read_text() == "x"  # a finished call was not run again
+
+
+def test_an_mpi_call_gets_its_ranks_from_the_worker(tmp_path: Path) -> None:
+    """cores=2: the worker (one process) launches the call under mpiexec -n 2."""
+    pytest.importorskip("mpi4py")
+    from executorlib.spawners.local import find_mpiexec
+
+    if find_mpiexec() is None:
+        pytest.skip("no mpiexec on PATH")
+    cache = tmp_path / "cache"
+    with Executor(backend="local", cache_directory=cache, max_jobs=1) as exe:
+        assert exe.submit(funcs.calc, 3, resource_dict={"cores": 2}).result(timeout=120) == [(3, 2, 0), (3, 2, 1)]
+    assert len(pq.read_workers(cache)) <= 1
