@@ -221,6 +221,30 @@ def cancel_queued(task_dir: Path, nonce: str) -> bool:
     return won
 
 
+def withdraw(job_id: str) -> bool:
+    """Take a call back from the worker jobs (an Executor without max_jobs submits it as a job
+    of its own): a queued call is cancelled, a running one is killed by its worker. True when it
+    was still queued."""
+    try:
+        nonce, task_dir = parse_call_id(job_id)
+    except ValueError:
+        return False
+    if read_done(task_dir, nonce) is not None:
+        return False
+    try:
+        if cancel_queued(task_dir, nonce):
+            base = queue_dir(task_dir.parent)
+            for shape in _listdir(base):
+                for name in _listdir(base / shape):
+                    if name.endswith(f"-{nonce}.json"):
+                        (base / shape / name).unlink(missing_ok=True)
+            return True
+        request_kill(task_dir, nonce)
+    except OSError:
+        pass
+    return False
+
+
 def request_kill(task_dir: Path, nonce: str) -> None:
     write_json(_state_file(task_dir, nonce, "kill"), {"time": time.time()})
 

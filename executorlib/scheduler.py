@@ -40,6 +40,7 @@ from concurrent.futures import CancelledError, Future
 from typing import Callable, Optional
 
 from executorlib import claims
+from executorlib import packed_queue as pq
 from executorlib.cadence import Cadence, poll_limits
 from executorlib.deps import Dependencies
 from executorlib.errors import DependencyError, ExecutorlibError, JobFailedError, SubmissionError, TaskExitError
@@ -510,6 +511,10 @@ class Scheduler:
                 self._move(entry, State.FIND_TAGGED)
                 return
         if record is not None:  # a dead claimant, a cancelled job or a job of another backend
+            if state == claims.SUBMITTED and pq.is_call_id(record.get("job_id", "")):
+                # queued for the worker jobs of max_jobs, which this Executor does not follow:
+                # take the call back (a running one is killed) before it is submitted here
+                pq.withdraw(str(record["job_id"]))
             if not self._release(entry, record):
                 self._move(entry, State.CLAIM_WATCH)  # another process was faster: follow it
                 return

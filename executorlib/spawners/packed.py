@@ -354,23 +354,8 @@ class PackedSpawner(Spawner):
         if plain:
             self.inner.cancel(plain)
         for job_id in job_ids:
-            try:
-                nonce, task_dir = pq.parse_call_id(job_id)
-            except ValueError:
-                continue
-            if pq.read_done(task_dir, nonce) is not None:
-                continue
-            if pq.cancel_queued(task_dir, nonce):
-                cache = task_dir.parent
-                for shape in ([self._calls[job_id]] if job_id in self._calls else _listdir(pq.queue_dir(cache))):
-                    for name in _listdir(pq.queue_dir(cache, shape)):
-                        if name.endswith(f"-{nonce}.json"):
-                            try:
-                                os.unlink(pq.queue_dir(cache, shape) / name)
-                            except FileNotFoundError:
-                                pass
-            else:
-                pq.request_kill(task_dir, nonce)
+            if pq.is_call_id(job_id):
+                pq.withdraw(job_id)  # queued: never runs; running: its worker kills it
 
     def final_status(self, job_id: str) -> Optional[JobStatus]:
         try:

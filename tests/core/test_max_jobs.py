@@ -411,3 +411,30 @@ def test_an_mpi_call_gets_its_ranks_from_the_worker(tmp_path: Path) -> None:
     with Executor(backend="local", cache_directory=cache, max_jobs=1) as exe:
         assert exe.submit(funcs.calc, 3, resource_dict={"cores": 2}).result(timeout=120) == [(3, 2, 0), (3, 2, 1)]
     assert len(pq.read_workers(cache)) <= 1
+
+
+def test_a_script_that_dropped_max_jobs_takes_queued_calls_back_instead_of_running_them_twice(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    gate = tmp_path / "gate"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = f"""
+import os, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from executorlib import Executor
+from tests.core import funcs
+exe = Executor(backend="local", cache_directory={str(cache)!r}, max_jobs=1)
+blocker = exe.submit(funcs.record_after_gate, {str(marks / "blocker")!r}, {str(gate)!r}, 0)
+queued = exe.submit(funcs.mark_once, {str(marks / "queued")!r}, 1)
+time.sleep(1.0)
+os._exit(0)  # its worker runs the blocker; the second call waits in the queue
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, EXECUTORLIB_WORKER_IDLE="30"))
+    assert done.returncode == 0, done.stderr
+    with Executor(backend="local", cache_directory=cache) as exe:  # no max_jobs any more
+        again = exe.submit(funcs.mark_once, str(marks / "queued"), 1)
+        assert again.result(timeout=60) == 1
+        gate.write_text("go")  # the old worker is free now: the call must not be in its queue
+        time.sleep(1.5)
+    assert (marks / "queued").read_text() == "x"  # ran once, as a job of its own
