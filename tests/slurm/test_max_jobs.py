@@ -168,3 +168,32 @@ def test_a_refused_worker_job_fails_its_calls_with_sbatch_s_words(slurm_cache: P
             bad.result(timeout=60)
         assert exe.submit(funcs.add_funct, 2, 2).result(timeout=180) == 4  # other shapes are served
     assert not list(pq.queue_dir(slurm_cache).glob("*/*.json"))  # no queued call is left to run later
+
+
+def test_errors_time_limits_and_cancel_of_calls_in_a_worker_job(slurm_cache: Path, tmp_path: Path) -> None:
+    from concurrent.futures import CancelledError
+
+    marks = tmp_path / "runs.txt"
+    with Executor(backend="slurm_submission", cache_directory=str(slurm_cache), max_jobs=1) as exe:
+        bad = exe.submit(funcs.raise_error, "broken call")
+        child = exe.submit(funcs.count_run, str(marks), bad)
+        slow = exe.submit(funcs.announce_and_sleep, "too slow", 60, resource_dict={"run_time_max": 3})
+        queued = exe.submit(funcs.count_run, str(marks), "never")
+        assert queued.cancel()  # still waiting in the queue (the worker serves one call at a time)
+        with pytest.raises(funcs.SlurmTestError, match="broken call"):
+            bad.result(timeout=180)
+        with pytest.raises(funcs.SlurmTestError, match="broken call"):  # the parent's own type
+            child.result(timeout=60)
+        with pytest.raises(JobFailedError, match="TIMEOUT") as timeout:
+            slow.result(timeout=120)
+        assert "run_time_max" in str(timeout.value)
+        assert exe.submit(funcs.add_funct, 20, 1).result(timeout=120) == 21  # the worker serves on
+    assert not marks.exists()  # neither the child of the failed call nor the cancelled one ran
+    worker = pq.served_by(slurm_cache)[slow._executorlib_key]
+    state = ""
+    for _ in range(60):  # the worker outlived the call it killed and ended on its own (idle)
+        state = scontrol_job(worker).get("JobState", "")
+        if state and not active(state):
+            break
+        time.sleep(0.5)
+    assert state == "COMPLETED", state
