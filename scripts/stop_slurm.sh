@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stop the single-node SLURM cluster started by scripts/start_slurm.sh
-# (slurmd, slurmctld, munged). Configuration, keys and state are kept, so
+# (slurmd, slurmctld, slurmdbd and MariaDB of the accounting mode, munged). Configuration, keys and state are kept, so
 # scripts/start_slurm.sh can bring the cluster back up.
 set -uo pipefail
 
@@ -56,4 +56,7 @@ stop() { # name pidfile
 
 stop slurmd /run/slurmd.pid
 stop slurmctld /run/slurmctld.pid
+# the accounting mode (start_slurm.sh --accounting): slurmdbd, then its MariaDB
+stop slurmdbd /run/slurmdbd.pid
+stop mariadbd /run/mysqld/mysqld.pid
 stop munged /run/munge/munged.pid
