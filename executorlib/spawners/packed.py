@@ -317,6 +317,10 @@ class PackedSpawner(Spawner):
         its time limit): the shape's resources, its own folder, no MPI launcher around it."""
         resources = dict(self._shapes[shape])
         walltime = worker_walltime([e.run_time_max for e in entries], self.idle)
+        limit = getattr(self.inner, "partition_time_limit", None)
+        cap = limit(resources.get("partition")) if limit is not None else None
+        if walltime is not None and cap is not None and walltime > cap:  # the partition's MaxTime:
+            walltime = cap  # more would leave the worker pending (PartitionTimeLimit)
         resources["run_time_max"] = walltime
         resources["job_name"] = f"executorlib-worker-{shape}"
         nonce = pq.new_nonce()

@@ -81,6 +81,27 @@ def slurm_memory(memory_max: object) -> str:
     return f"{max(1, math.ceil(megabytes))}M"
 
 
+def parse_slurm_duration(text: str) -> Optional[int]:
+    """Seconds of a SLURM time limit as sinfo prints it (``30``, ``30:00``, ``2:00:00``,
+    ``1-12:00:00``); None for ``infinite``/``UNLIMITED`` or what cannot be read."""
+    text = text.strip()
+    if not text or text.lower() in ("infinite", "unlimited", "n/a", "none"):
+        return None
+    days, _, rest = text.rpartition("-")
+    try:
+        parts = [int(x) for x in rest.split(":")]
+        day_seconds = int(days) * 86400 if days else 0
+    except ValueError:
+        return None
+    if len(parts) == 1:  # minutes
+        return day_seconds + parts[0] * 60
+    if len(parts) == 2:  # minutes:seconds, or hours:minutes after days
+        return day_seconds + (parts[0] * 3600 + parts[1] * 60 if days else parts[0] * 60 + parts[1])
+    if len(parts) == 3:
+        return day_seconds + parts[0] * 3600 + parts[1] * 60 + parts[2]
+    return None
+
+
 def parse_squeue(output: str) -> dict[str, JobStatus]:
     """Parse ``squeue -h -o '%i|%T|%r'`` lines into job id -> status."""
     states: dict[str, JobStatus] = {}
@@ -164,6 +185,7 @@ class SlurmSpawner(BatchSpawner):
         self._default_partition: Optional[str] = None
         self._partition_known = False
         self._final: dict[str, JobStatus] = {}
+        self._time_limits: dict[Optional[str], Optional[int]] = {}
         #: False once sacct said that the cluster has no accounting (then it is not asked again)
         self._accounting: Optional[bool] = None
 
@@ -218,6 +240,21 @@ class SlurmSpawner(BatchSpawner):
                     break
             self._partition_known = True
         return self._default_partition
+
+    def partition_time_limit(self, partition: Optional[str]) -> Optional[int]:
+        """The longest time limit (seconds) a job may have in ``partition`` (default: the
+        cluster's default partition), from ``sinfo``; None when unlimited or unknown. A worker
+        job of max_jobs never asks for more, else SLURM would hold it (PartitionTimeLimit)."""
+        partition = partition or self.default_partition()
+        if partition not in self._time_limits:
+            try:
+                output = run_command(["sinfo", "-h", "-p", partition, "-o", "%l"] if partition
+                                     else ["sinfo", "-h", "-o", "%l"])
+                limits = [parse_slurm_duration(line) for line in output.split()]
+                self._time_limits[partition] = None if not limits or None in limits else max(limits)  # type: ignore
+            except SubmissionError:
+                self._time_limits[partition] = None
+        return self._time_limits[partition]
 
     def submit(self, job, dependencies: list[str]) -> str:
         """sbatch through pysqa; a refusal for a site's submit limit or an unanswered slurmctld

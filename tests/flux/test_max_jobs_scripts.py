@@ -74,3 +74,28 @@ def test_slurm_worker_job_script(tmp_path):
     assert "#SBATCH --time" not in script  # a call without run_time_max: the partition's limit
     assert "export OMP_NUM_THREADS=2" in script
     assert entries[0].fork  # one core, no launcher: the worker forks the call
+
+
+def test_sinfo_time_limits_are_read():
+    from executorlib.spawners.slurm import parse_slurm_duration
+
+    assert parse_slurm_duration("infinite") is None and parse_slurm_duration("UNLIMITED") is None
+    assert parse_slurm_duration("30") == 1800  # minutes
+    assert parse_slurm_duration("30:00") == 1800
+    assert parse_slurm_duration("2:00:00") == 7200
+    assert parse_slurm_duration("1-00:30") == 86400 + 1800  # days-hours:minutes
+    assert parse_slurm_duration("1-12:00:00") == 129600
+    assert parse_slurm_duration("soon") is None
+
+
+def test_a_worker_never_asks_for_more_than_its_partition_allows(tmp_path):
+    inner = SlurmSpawner()
+    inner.partition_time_limit = lambda partition: 600  # sinfo: MaxTime 10 minutes
+    script, _ = _worker_script(inner, tmp_path, {"run_time_max": 400})
+    spawner = PackedSpawner(inner, 2, tmp_path)
+    for i in range(2):  # two more calls of the same shape: the sum would be 1,200 s and more
+        _queue_one(spawner, tmp_path, {"run_time_max": 400})
+    shape = next(iter(spawner._shapes))
+    spec = spawner.worker_spec(shape, list(pq.queued(tmp_path, shape)))
+    assert spec.resources["run_time_max"] == 600
+    assert "#SBATCH --time=10" in inner.render(spec, [])

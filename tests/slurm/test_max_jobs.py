@@ -197,3 +197,26 @@ def test_errors_time_limits_and_cancel_of_calls_in_a_worker_job(slurm_cache: Pat
             break
         time.sleep(0.5)
     assert state == "COMPLETED", state
+
+
+def test_a_worker_fits_the_partition_time_limit(slurm_cache: Path) -> None:
+    """Three calls of 400 s would ask 21 minutes of one worker; the partition allows 10: the
+    worker asks for 10 (more would leave it pending with PartitionTimeLimit) and serves them."""
+    partition = run(["sinfo", "-h", "-o", "%P"]).stdout.split()[0].rstrip("*")
+    before = run(["sinfo", "-h", "-p", partition, "-o", "%l"]).stdout.strip()
+    run(["scontrol", "update", f"PartitionName={partition}", "MaxTime=10"])
+    try:
+        with Executor(backend="slurm_submission", cache_directory=str(slurm_cache), max_jobs=1,
+                      resource_dict={"run_time_max": 400}) as exe:
+            # the one job slot is taken by a call of another shape first, so that the worker for
+            # the three calls starts when all three wait in its queue
+            blocker = exe.submit(funcs.sleep_add, 1, 1, 2, resource_dict={"threads_per_core": 2})
+            futures = [exe.submit(funcs.add_funct, i, 100) for i in range(3)]
+            assert [f.result(timeout=180) for f in futures] == [100, 101, 102]
+            assert blocker.result(timeout=10) == 2
+        worker = pq.served_by(slurm_cache)[futures[0]._executorlib_key]
+        assert scontrol_job(worker).get("TimeLimit") == "00:10:00"
+    finally:
+        run(["scontrol", "update", f"PartitionName={partition}",
+             f"MaxTime={'UNLIMITED' if before in ('infinite', '') else before}"])
+    assert run(["sinfo", "-h", "-p", partition, "-o", "%l"]).stdout.strip() == (before or "infinite")
