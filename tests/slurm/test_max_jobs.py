@@ -180,6 +180,8 @@ def test_errors_time_limits_and_cancel_of_calls_in_a_worker_job(slurm_cache: Pat
         slow = exe.submit(funcs.announce_and_sleep, "too slow", 60, resource_dict={"run_time_max": 3})
         queued = exe.submit(funcs.count_run, str(marks), "never")
         assert queued.cancel()  # still waiting in the queue (the worker serves one call at a time)
+        with pytest.raises(CancelledError):
+            queued.result()
         with pytest.raises(funcs.SlurmTestError, match="broken call"):
             bad.result(timeout=180)
         with pytest.raises(funcs.SlurmTestError, match="broken call"):  # the parent's own type
