@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -105,6 +106,8 @@ def _die_with_parent() -> None:
 
 def _run_forked(entry: pq.QueueEntry, log_fd: int) -> int:
     """Run the call in a forked child; its pid."""
+    from executorlib.worker import _quick_exit, run_task  # loaded by serve(): the child pays nothing
+
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     parent = os.getpid()
@@ -120,21 +123,11 @@ def _run_forked(entry: pq.QueueEntry, log_fd: int) -> int:
             os.dup2(log_fd, 2)
             os.chdir(entry.task_dir)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            from executorlib.worker import run_task  # imported by serve(): the child pays nothing
-
             code = run_task(entry.task_dir)
         except BaseException:  # noqa: BLE001 - as an uncaught error ends an interpreter
-            import traceback
-
             traceback.print_exc()
             code = 2
-        finally:
-            try:
-                from executorlib.worker import _quick_exit
-
-                _quick_exit(code)
-            finally:
-                os._exit(code)
+        _quick_exit(code)  # threads joined, atexit run, streams flushed, then os._exit: never returns
     return pid
 
 

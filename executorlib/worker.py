@@ -284,12 +284,7 @@ def _serve_one(folder: str, comm: Any, init_values: Optional[dict],
         try:
             return run_task(folder, comm, init_values, init_error)
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            try:
-                os.chdir(home)
-            except OSError:
-                pass
+            _flush_and_return(home)
     saved = os.dup(1), os.dup(2)
     try:
         log = os.open(os.path.join(folder, "job.out"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -309,11 +304,18 @@ def _serve_one(folder: str, comm: Any, init_values: Optional[dict],
         os.dup2(saved[1], 2)
         os.close(saved[0])
         os.close(saved[1])
-        try:
-            os.chdir(home)
-        except OSError:
-            pass
+        _flush_and_return(home)
     return code
+
+
+def _flush_and_return(home: str) -> None:
+    """After a task of a persistent worker: its output flushed, back to the worker's folder."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.chdir(home)
+    except OSError:
+        pass
 
 
 #: starts a request line of a call sent in memory: ``@call <length>\n<pickle>\n``
@@ -450,12 +452,7 @@ def _serve_call(data: bytes, init_values: Optional[dict], init_error: Optional[t
         payload, code = _outcome_payload(key, ok, value, tb, time.time() - start)
         del value
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            os.chdir(home)
-        except OSError:
-            pass
+        _flush_and_return(home)
     _send_outcome(token, folder, code, payload)
 
 

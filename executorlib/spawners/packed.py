@@ -27,6 +27,7 @@ from typing import Optional
 
 from executorlib import packed_queue as pq
 from executorlib.errors import SubmissionError
+from executorlib.files import RESULT_FILE
 from executorlib.spawners.base import JobSpec, JobStatus, Spawner
 
 __all__ = ["PackedSpawner", "DEFAULT_IDLE", "worker_walltime"]
@@ -96,6 +97,8 @@ class PackedSpawner(Spawner):
         self._gone_since: dict[str, float] = {}
         self._busy: set[str] = set()  # live workers running a call at the last query
         self._entries: dict[str, dict] = {}  # shape -> {queue file name: QueueEntry}
+        #: worker id -> its record in <cache>/.packed/workers (read at the first use)
+        self._records: Optional[dict[str, dict]] = None
         self.sbatch_calls = 0  # worker jobs submitted (the benchmark reads it)
         #: shape -> why its worker job was refused for good (its queued calls fail with it)
         self._refused: dict[str, str] = {}
@@ -114,19 +117,21 @@ class PackedSpawner(Spawner):
         command = launch(resources, job.command) if launch is not None else job.command
         fork = resources.get("cores", 1) == 1 and command == job.command
         nonce = pq.new_nonce(job.tag)  # the claim's tag first: find_tagged() finds the call again
+        task_dir = Path(job.task_dir).absolute()
+        fixed = pq.shape_resources(resources)
         try:
-            entry = pq.enqueue(self.cache, shape, job.key, nonce, Path(job.task_dir).absolute(), parents,
-                               resources.get("run_time_max"), command, fork, pq.shape_resources(resources))
+            entry = pq.enqueue(self.cache, shape, job.key, nonce, task_dir, parents,
+                               resources.get("run_time_max"), command, fork, fixed)
         except OSError as error:
             raise SubmissionError(f"queueing task {job.key} in {pq.queue_dir(self.cache, shape)} failed: {error}") from None
-        self._shapes.setdefault(shape, pq.shape_resources(resources))
+        self._shapes.setdefault(shape, fixed)
         self._refused.pop(shape, None)  # a new call of the shape: try its worker job again
-        job_id = pq.call_id(nonce, Path(job.task_dir).absolute())
-        if not any(s == shape and _alive(st) for w, s, st in self._workers()):
+        job_id = pq.call_id(nonce, task_dir)
+        if not any(s == shape and _alive(st) for _, s, st in self._workers()):
             try:  # the first call of a shape needs no status query first
                 self._start_workers(only=shape)
             except Exception:  # its worker job was refused: so is the call (held when transient)
-                if pq.cancel_queued(Path(job.task_dir).absolute(), nonce):
+                if pq.cancel_queued(task_dir, nonce):
                     entry.unlink(missing_ok=True)
                 raise
         self._calls[job_id] = shape
@@ -217,8 +222,9 @@ class PackedSpawner(Spawner):
         if status is None:  # the worker job ended and its scheduler forgot it
             return JobStatus(f"FAILED (its worker job {worker} ended while it ran)", active=False)
         nonce, task_dir = pq.parse_call_id(job_id)
-        if pq.read_done(task_dir, nonce) is not None:  # it ended just now
-            return self._done_status(pq.read_done(task_dir, nonce) or {})
+        done = pq.read_done(task_dir, nonce)
+        if done is not None:  # it ended just now
+            return self._done_status(done)
         return JobStatus(f"{status.state} (its worker job {worker})", active=False, reason=status.reason,
                          cluster_failure=status.cluster_failure, exceeded=status.exceeded)
 
@@ -244,10 +250,9 @@ class PackedSpawner(Spawner):
 
     def _workers(self) -> list[tuple[str, str, Optional[JobStatus]]]:
         """(worker id, shape, last status) of the worker jobs recorded in the cache."""
-        records = getattr(self, "_records", None)
-        if records is None:
-            records = self._records = pq.read_workers(self.cache)
-        return [(w, str(r.get("shape")), self._worker_status.get(w, _SUBMITTED)) for w, r in records.items()]
+        if self._records is None:
+            self._records = pq.read_workers(self.cache)  # type: ignore[arg-type]
+        return [(w, str(r.get("shape")), self._worker_status.get(w, _SUBMITTED)) for w, r in self._records.items()]
 
     def _start_workers(self, only: Optional[str] = None) -> None:
         """Start worker jobs for shapes whose runnable calls outnumber their live workers."""
@@ -266,7 +271,7 @@ class PackedSpawner(Spawner):
             if shape not in self._shapes:
                 self._shapes[shape] = dict(entries[0].resources)
             runnable = sum(1 for e in entries if all(self._has_result(p) for p in e.parents))
-            have = sum(1 for w, s, _ in workers if s == shape)
+            have = sum(1 for _, s, _ in workers if s == shape)
             busy = sum(1 for w, s, _ in workers if s == shape and w in self._busy)
             need = min(runnable - (have - busy), free) if runnable else 0
             for _ in range(max(need, 0)):
@@ -300,7 +305,7 @@ class PackedSpawner(Spawner):
         return entries
 
     def _has_result(self, key: str) -> bool:
-        return (self.cache / key / "result.h5").exists()  # type: ignore[operator]
+        return (self.cache / key / RESULT_FILE).exists()  # type: ignore[operator]
 
     def _start_worker(self, shape: str, entries: list) -> None:
         spec = self.worker_spec(shape, entries)
@@ -309,7 +314,7 @@ class PackedSpawner(Spawner):
         record = {"shape": shape, "submitted": time.time(), "walltime": spec.resources["run_time_max"],
                   "backend": self.inner.name, "log": str(spec.log_path)}
         pq.write_worker(self.cache, worker_id, record)  # type: ignore[arg-type]
-        self._records = dict(getattr(self, "_records", None) or {}, **{worker_id: record})
+        self._records = {**(self._records or {}), worker_id: record}
         self._worker_status[worker_id] = _SUBMITTED
 
     def worker_spec(self, shape: str, entries: list) -> JobSpec:
